@@ -1,0 +1,86 @@
+//! Wiring: parsed command-line options → the running command.
+
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+
+use crate::batch::Limits;
+use crate::cli::{Command, PipelineArgs, SinkKind, WorkerArgs};
+use crate::dead_letter::DeadLetterStore;
+use crate::delivery::Delivery;
+use crate::object::ObjectStore;
+use crate::pipeline::Pipeline;
+use crate::records::RecordParser;
+use crate::routing::IndexPattern;
+use crate::sink::elasticsearch::Elasticsearch;
+use crate::sink::Sink;
+use crate::stats::Stats;
+use crate::worker::{self, Shutdown, Worker};
+
+pub async fn run(command: Command, stats: Arc<Stats>, shutdown: Shutdown) -> anyhow::Result<()> {
+    let aws = aws_config::load_from_env().await;
+    match command {
+        Command::Worker(args) => run_worker(args, &aws, stats, shutdown).await,
+    }
+}
+
+async fn run_worker(
+    args: WorkerArgs,
+    aws: &aws_config::SdkConfig,
+    stats: Arc<Stats>,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    if args.concurrency == 0 {
+        bail!("--concurrency must be at least 1");
+    }
+    let pipeline = build_pipeline(&args.pipeline, aws, stats, &shutdown).await?;
+    let settings = worker::Settings {
+        queue_url: args.queue_url,
+        concurrency: args.concurrency,
+        wait_seconds: args.wait_seconds,
+        visibility_timeout: args.visibility_timeout,
+        exit_when_idle: args.exit_when_idle,
+        shutdown_timeout: args.shutdown_timeout,
+    };
+    let worker = Worker::new(aws_sdk_sqs::Client::new(aws), settings, pipeline, shutdown).await?;
+    Arc::new(worker).run().await
+}
+
+async fn build_pipeline(
+    args: &PipelineArgs,
+    aws: &aws_config::SdkConfig,
+    stats: Arc<Stats>,
+    shutdown: &Shutdown,
+) -> anyhow::Result<Arc<Pipeline>> {
+    if args.batch_bytes == 0 || args.batch_records == 0 {
+        bail!("--batch-bytes and --batch-records must be at least 1");
+    }
+    let indices =
+        IndexPattern::new(&args.index, &args.fallback_index).map_err(anyhow::Error::msg)?;
+    let sink: Arc<dyn Sink> = match args.sink {
+        SinkKind::Elasticsearch => Arc::new(
+            Elasticsearch::new(&args.es_url, args.es_action, args.es_timeout, indices)
+                .map_err(anyhow::Error::msg)?,
+        ),
+    };
+    sink.check()
+        .await
+        .map_err(anyhow::Error::msg)
+        .context("the sink is not usable")?;
+    Ok(Arc::new(Pipeline {
+        store: ObjectStore::new(aws.clone(), args.s3_force_path_style),
+        parser: RecordParser::new(&args.timestamp_field, &args.id_fields),
+        delivery: Delivery {
+            sink,
+            dead_letters: Arc::new(DeadLetterStore::new(&args.dead_letter)),
+            stats,
+            max_retry_interval: args.max_retry_interval,
+            abort: shutdown.abort.clone(),
+        },
+        limits: Limits {
+            bytes: args.batch_bytes,
+            records: args.batch_records,
+        },
+        max_record_bytes: args.max_record_bytes,
+    }))
+}

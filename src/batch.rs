@@ -1,0 +1,130 @@
+//! Stage 5: records → batches, each one request body for the sink.
+//!
+//! A batch remembers where each record's entry lies in the body, so that the
+//! items a sink asks to retry can be re-sent alone, and a rejected one can be
+//! dead-lettered with its line number.
+
+use std::ops::Range;
+
+use bytes::Bytes;
+
+/// When a batch is full.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub bytes: usize,
+    pub records: usize,
+}
+
+/// One record's part of a batch body.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The whole entry (e.g. bulk action line and document).
+    pub range: Range<usize>,
+    /// The document alone, as sent.
+    pub document: Range<usize>,
+    /// 1-based line of the record in its object.
+    pub line: u64,
+}
+
+/// A batch being filled.
+#[derive(Default)]
+pub struct Builder {
+    body: Vec<u8>,
+    entries: Vec<Entry>,
+}
+
+impl Builder {
+    /// Appends one entry; `encode` writes it and returns where its document
+    /// starts and ends, relative to the body.
+    pub fn push(&mut self, line: u64, encode: impl FnOnce(&mut Vec<u8>) -> Range<usize>) {
+        let start = self.body.len();
+        let document = encode(&mut self.body);
+        self.entries.push(Entry {
+            range: start..self.body.len(),
+            document,
+            line,
+        });
+    }
+
+    pub fn is_full(&self, limits: &Limits) -> bool {
+        self.body.len() >= limits.bytes || self.entries.len() >= limits.records
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Hands out the batch, leaving an empty builder with the same capacity
+    /// hint so the next batch grows without many reallocations.
+    pub fn take(&mut self) -> Batch {
+        let capacity = self.body.capacity();
+        let body = std::mem::replace(&mut self.body, Vec::with_capacity(capacity));
+        Batch {
+            body: Bytes::from(body),
+            entries: std::mem::take(&mut self.entries),
+        }
+    }
+}
+
+/// A sealed batch.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub body: Bytes,
+    pub entries: Vec<Entry>,
+}
+
+impl Batch {
+    /// The request body holding only the given entries.
+    pub fn body_of(&self, items: &[usize]) -> Bytes {
+        if items.len() == self.entries.len() {
+            return self.body.clone();
+        }
+        let size = items.iter().map(|&i| self.entries[i].range.len()).sum();
+        let mut body = Vec::with_capacity(size);
+        for &i in items {
+            body.extend_from_slice(&self.body[self.entries[i].range.clone()]);
+        }
+        Bytes::from(body)
+    }
+
+    pub fn document(&self, item: usize) -> &[u8] {
+        &self.body[self.entries[item].document.clone()]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(text: &str) -> impl FnOnce(&mut Vec<u8>) -> Range<usize> + '_ {
+        move |out: &mut Vec<u8>| {
+            out.extend_from_slice(b"A\n");
+            let start = out.len();
+            out.extend_from_slice(text.as_bytes());
+            let end = out.len();
+            out.push(b'\n');
+            start..end
+        }
+    }
+
+    #[test]
+    fn subsets_and_documents_come_from_the_recorded_ranges() {
+        let mut b = Builder::default();
+        b.push(1, entry("one"));
+        b.push(3, entry("three"));
+        b.push(4, entry("four"));
+        assert!(b.is_full(&Limits {
+            bytes: 1000,
+            records: 3
+        }));
+        assert!(!b.is_full(&Limits {
+            bytes: 1000,
+            records: 4
+        }));
+        let batch = b.take();
+        assert!(b.is_empty());
+        assert_eq!(&batch.body_of(&[0, 2])[..], b"A\none\nA\nfour\n");
+        assert_eq!(batch.document(1), b"three");
+        assert_eq!(batch.entries[1].line, 3);
+    }
+}

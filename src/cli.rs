@@ -1,0 +1,138 @@
+//! Command-line interface. Every flag can also come from `DRSINK_<FLAG_IN_UPPER_SNAKE>`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "drsink",
+    version,
+    about = "Disaster-recovery log sink: S3 notifications via SQS into Elasticsearch/OpenSearch, deduplicated by log_id"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Consume S3 event notifications from SQS and index the objects they name.
+    Worker(WorkerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// URL of the SQS queue that receives the S3 event notifications.
+    #[arg(long, env = "DRSINK_QUEUE_URL")]
+    pub queue_url: String,
+
+    /// Messages processed at once (each may name several objects).
+    #[arg(long, env = "DRSINK_CONCURRENCY", default_value_t = default_concurrency())]
+    pub concurrency: usize,
+
+    /// SQS long-poll wait in seconds (0-20).
+    #[arg(long, env = "DRSINK_WAIT_SECONDS", default_value_t = 20, value_parser = clap::value_parser!(i32).range(0..=20))]
+    pub wait_seconds: i32,
+
+    /// Visibility timeout in seconds set by each heartbeat; default: the queue's own.
+    #[arg(long, env = "DRSINK_VISIBILITY_TIMEOUT")]
+    pub visibility_timeout: Option<u32>,
+
+    /// Exit 0 once a receive comes back empty and all in-flight work is flushed.
+    #[arg(long, env = "DRSINK_EXIT_WHEN_IDLE")]
+    pub exit_when_idle: bool,
+
+    /// Seconds to finish in-flight work after SIGTERM/SIGINT before abandoning it to the queue.
+    #[arg(long, env = "DRSINK_SHUTDOWN_TIMEOUT", default_value = "30", value_parser = parse_seconds)]
+    pub shutdown_timeout: Duration,
+
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+}
+
+/// Options shared by every command that reads objects and writes them to a sink.
+#[derive(Debug, Args)]
+pub struct PipelineArgs {
+    /// Where records go.
+    #[arg(long, env = "DRSINK_SINK", value_enum, default_value_t = SinkKind::Elasticsearch)]
+    pub sink: SinkKind,
+
+    /// Base URL of the Elasticsearch/OpenSearch cluster.
+    #[arg(long, env = "DRSINK_ES_URL", default_value = "http://127.0.0.1:9200")]
+    pub es_url: String,
+
+    /// Bulk action: `create` keeps the first copy of a log_id, `index` overwrites it.
+    #[arg(long, env = "DRSINK_ES_ACTION", value_enum, default_value_t = EsAction::Create)]
+    pub es_action: EsAction,
+
+    /// Timeout of one bulk request, in seconds.
+    #[arg(long, env = "DRSINK_ES_TIMEOUT", default_value = "60", value_parser = parse_seconds)]
+    pub es_timeout: Duration,
+
+    /// Index name pattern, strftime-style, applied to each record's event time (UTC).
+    #[arg(long, env = "DRSINK_INDEX", default_value = "logs-%Y.%m.%d")]
+    pub index: String,
+
+    /// Index for records without a usable event time.
+    #[arg(long, env = "DRSINK_FALLBACK_INDEX", default_value = "logs-undated")]
+    pub fallback_index: String,
+
+    /// Field holding the event time: RFC 3339 text or epoch milliseconds.
+    #[arg(long, env = "DRSINK_TIMESTAMP_FIELD", default_value = "@timestamp")]
+    pub timestamp_field: String,
+
+    /// Fields whose values make the fingerprint of a record without `log_id`
+    /// (comma-separated); default: the whole line.
+    #[arg(long, env = "DRSINK_ID_FIELDS", value_delimiter = ',')]
+    pub id_fields: Vec<String>,
+
+    /// Upper bound of one bulk request body, in bytes.
+    #[arg(long, env = "DRSINK_BATCH_BYTES", default_value_t = 5 * 1024 * 1024)]
+    pub batch_bytes: usize,
+
+    /// Upper bound of records in one bulk request.
+    #[arg(long, env = "DRSINK_BATCH_RECORDS", default_value_t = 10_000)]
+    pub batch_records: usize,
+
+    /// Longest line accepted as one record; longer ones are dead-lettered.
+    #[arg(long, env = "DRSINK_MAX_RECORD_BYTES", default_value_t = 1024 * 1024)]
+    pub max_record_bytes: usize,
+
+    /// Upper bound of the wait between two retries, in seconds.
+    #[arg(long, env = "DRSINK_MAX_RETRY_INTERVAL", default_value = "30", value_parser = parse_seconds)]
+    pub max_retry_interval: Duration,
+
+    /// Directory of the dead-letter store (NDJSON files).
+    #[arg(long, env = "DRSINK_DEAD_LETTER", default_value = "drsink-dead-letter")]
+    pub dead_letter: PathBuf,
+
+    /// Address S3 buckets by path (for S3-compatible endpoints).
+    #[arg(long, env = "DRSINK_S3_FORCE_PATH_STYLE")]
+    pub s3_force_path_style: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SinkKind {
+    Elasticsearch,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EsAction {
+    Create,
+    Index,
+}
+
+fn default_concurrency() -> usize {
+    // Objects spend much of their time waiting on S3 and the cluster, so keep
+    // more in flight than there are cores.
+    std::thread::available_parallelism().map_or(4, |n| n.get() * 4)
+}
+
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("`{s}` is not a valid number of seconds"))
+}

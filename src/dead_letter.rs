@@ -1,0 +1,164 @@
+//! The dead-letter store: what could not be indexed, with the reason, where
+//! it came from, and the record itself, so nothing is dropped silently.
+//!
+//! Entries are NDJSON appended to one file per process and synced to disk
+//! before the SQS message that named them is deleted.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::notification::ObjectRef;
+
+/// One dead letter.
+#[derive(Debug, Serialize)]
+pub struct DeadLetter {
+    pub reason: String,
+    pub bucket: String,
+    pub key: String,
+    /// 1-based line of the record in its (decompressed) object.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
+    /// Byte offset of the fault, where that is what is known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// The server's error, for records the sink rejected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<Value>,
+    /// The record's text (lossy where it was not UTF-8).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record: Option<String>,
+    pub time: String,
+}
+
+impl DeadLetter {
+    pub fn new(object: &ObjectRef, reason: impl Into<String>) -> Self {
+        DeadLetter {
+            reason: reason.into(),
+            bucket: object.bucket.clone(),
+            key: object.key.clone(),
+            line: None,
+            offset: None,
+            error: None,
+            record: None,
+            time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        }
+    }
+
+    pub fn line(mut self, line: u64) -> Self {
+        self.line = Some(line);
+        self
+    }
+
+    pub fn offset(mut self, offset: u64) -> Self {
+        self.offset = Some(offset);
+        self
+    }
+
+    pub fn record(mut self, bytes: &[u8]) -> Self {
+        self.record = Some(String::from_utf8_lossy(bytes).into_owned());
+        self
+    }
+
+    pub fn error(mut self, error: Value) -> Self {
+        self.error = Some(error);
+        self
+    }
+}
+
+pub struct DeadLetterStore {
+    dir: PathBuf,
+    file: Mutex<Option<File>>,
+}
+
+impl DeadLetterStore {
+    pub fn new(dir: &Path) -> Self {
+        DeadLetterStore {
+            dir: dir.to_owned(),
+            file: Mutex::new(None),
+        }
+    }
+
+    /// Appends the letters and syncs them to disk before returning.
+    pub fn append(&self, letters: &[DeadLetter]) -> io::Result<()> {
+        if letters.is_empty() {
+            return Ok(());
+        }
+        let mut text = Vec::new();
+        for letter in letters {
+            serde_json::to_writer(&mut text, letter)?;
+            text.push(b'\n');
+        }
+        let mut slot = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            *slot = Some(self.create_file()?);
+        }
+        let file = slot
+            .as_mut()
+            .ok_or_else(|| io::Error::other("no dead-letter file"))?;
+        file.write_all(&text)?;
+        file.sync_data()
+    }
+
+    fn create_file(&self) -> io::Result<File> {
+        fs::create_dir_all(&self.dir).map_err(|e| self.context(e))?;
+        let name = format!(
+            "dead-letter-{}-{}.ndjson",
+            chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"),
+            std::process::id()
+        );
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(name))
+            .map_err(|e| self.context(e))
+    }
+
+    fn context(&self, e: io::Error) -> io::Error {
+        io::Error::new(
+            e.kind(),
+            format!("dead-letter directory {}: {e}", self.dir.display()),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn letters_are_appended_as_ndjson() {
+        let dir = std::env::temp_dir().join(format!("drsink-dl-test-{}", std::process::id()));
+        let store = DeadLetterStore::new(&dir);
+        let object = ObjectRef {
+            bucket: "b".into(),
+            key: "k 1".into(),
+            region: None,
+            version_id: None,
+            event_time: None,
+        };
+        store
+            .append(&[DeadLetter::new(&object, "not JSON")
+                .line(3)
+                .record(b"oops\xff")])
+            .unwrap();
+        store.append(&[DeadLetter::new(&object, "second")]).unwrap();
+        let files: Vec<_> = fs::read_dir(&dir).unwrap().collect();
+        assert_eq!(files.len(), 1);
+        let text = fs::read_to_string(files[0].as_ref().unwrap().path()).unwrap();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["reason"], "not JSON");
+        assert_eq!(lines[0]["key"], "k 1");
+        assert_eq!(lines[0]["line"], 3);
+        assert_eq!(lines[0]["record"], "oops\u{fffd}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,167 @@
+//! Stage 7: a batch → acknowledged records, shared by every sink.
+//!
+//! Every item of a response is accounted for: done (indexed or duplicate),
+//! dead-lettered with the server's error, or retried alone with exponential
+//! backoff and full jitter. Retries go on for as long as the work is held;
+//! only shutdown or a fatal sink error stops them, and then the batch is
+//! reported undelivered so its SQS message is not deleted.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio_util::sync::CancellationToken;
+
+use crate::batch::Batch;
+use crate::dead_letter::{DeadLetter, DeadLetterStore};
+use crate::notification::ObjectRef;
+use crate::sink::{ItemOutcome, SendError, Sink};
+use crate::stats::Stats;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Undelivered {
+    /// Shutdown came before the batch was fully acknowledged.
+    #[error("interrupted by shutdown")]
+    Interrupted,
+    /// The sink cannot accept anything; the worker must stop.
+    #[error("{0}")]
+    Fatal(String),
+    #[error("cannot write to the dead-letter store: {0}")]
+    DeadLetter(std::io::Error),
+}
+
+pub struct Delivery {
+    pub sink: Arc<dyn Sink>,
+    pub dead_letters: Arc<DeadLetterStore>,
+    pub stats: Arc<Stats>,
+    pub max_retry_interval: Duration,
+    /// Cancelled when in-flight work must be abandoned.
+    pub abort: CancellationToken,
+}
+
+const FIRST_RETRY_INTERVAL: Duration = Duration::from_millis(100);
+
+impl Delivery {
+    /// Delivers every entry of the batch, or says why it could not.
+    pub async fn deliver(&self, object: &ObjectRef, batch: &Batch) -> Result<(), Undelivered> {
+        self.deliver_items(object, batch, (0..batch.entries.len()).collect())
+            .await
+    }
+
+    async fn deliver_items(
+        &self,
+        object: &ObjectRef,
+        batch: &Batch,
+        mut pending: Vec<usize>,
+    ) -> Result<(), Undelivered> {
+        let mut attempt: u32 = 0;
+        while !pending.is_empty() {
+            let body = batch.body_of(&pending);
+            let sent = tokio::select! {
+                result = self.sink.send(body, pending.len()) => result,
+                () = self.abort.cancelled() => return Err(Undelivered::Interrupted),
+            };
+            match sent {
+                Ok(outcomes) => {
+                    pending = self.account(object, batch, &pending, outcomes)?;
+                    Stats::add(&self.stats.retried, pending.len() as u64);
+                }
+                Err(SendError::TooLarge) if pending.len() > 1 => {
+                    let second = pending.split_off(pending.len() / 2);
+                    Box::pin(self.deliver_items(object, batch, pending)).await?;
+                    return Box::pin(self.deliver_items(object, batch, second)).await;
+                }
+                Err(SendError::TooLarge) => {
+                    let letter = self.letter(
+                        object,
+                        batch,
+                        pending[0],
+                        "the sink rejected the record as too large (HTTP 413)",
+                    );
+                    self.dead_letter(&[letter])?;
+                    return Ok(());
+                }
+                Err(SendError::Transient(reason)) => {
+                    tracing::warn!(object = %object, items = pending.len(), %reason, "bulk request failed; retrying");
+                    Stats::add(&self.stats.retried, pending.len() as u64);
+                }
+                Err(SendError::Fatal(reason)) => return Err(Undelivered::Fatal(reason)),
+            }
+            if !pending.is_empty() {
+                attempt = attempt.saturating_add(1);
+                tokio::select! {
+                    () = tokio::time::sleep(self.backoff(attempt)) => {}
+                    () = self.abort.cancelled() => return Err(Undelivered::Interrupted),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts the outcomes and dead-letters rejections; returns the items to
+    /// retry.
+    fn account(
+        &self,
+        object: &ObjectRef,
+        batch: &Batch,
+        pending: &[usize],
+        outcomes: Vec<ItemOutcome>,
+    ) -> Result<Vec<usize>, Undelivered> {
+        let (mut indexed, mut duplicates) = (0, 0);
+        let mut retry = Vec::new();
+        let mut letters = Vec::new();
+        let mut retry_reason = None;
+        for (&item, outcome) in pending.iter().zip(outcomes) {
+            match outcome {
+                ItemOutcome::Indexed => indexed += 1,
+                ItemOutcome::Duplicate => duplicates += 1,
+                ItemOutcome::Retry(reason) => {
+                    retry.push(item);
+                    retry_reason.get_or_insert(reason);
+                }
+                ItemOutcome::Reject(error) => {
+                    let reason = error.get("type").and_then(|t| t.as_str()).map_or_else(
+                        || "rejected by the sink".to_owned(),
+                        |t| format!("rejected by the sink: {t}"),
+                    );
+                    letters.push(self.letter(object, batch, item, reason).error(error));
+                }
+            }
+        }
+        Stats::add(&self.stats.indexed, indexed);
+        Stats::add(&self.stats.duplicates, duplicates);
+        self.dead_letter(&letters)?;
+        if let Some(reason) = retry_reason {
+            tracing::debug!(object = %object, items = retry.len(), %reason, "retrying items");
+        }
+        Ok(retry)
+    }
+
+    fn letter(
+        &self,
+        object: &ObjectRef,
+        batch: &Batch,
+        item: usize,
+        reason: impl Into<String>,
+    ) -> DeadLetter {
+        DeadLetter::new(object, reason)
+            .line(batch.entries[item].line)
+            .record(batch.document(item))
+    }
+
+    pub fn dead_letter(&self, letters: &[DeadLetter]) -> Result<(), Undelivered> {
+        self.dead_letters
+            .append(letters)
+            .map_err(Undelivered::DeadLetter)?;
+        Stats::add(&self.stats.dead_lettered, letters.len() as u64);
+        Ok(())
+    }
+
+    /// Exponential backoff with full jitter, capped.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let ceiling = FIRST_RETRY_INTERVAL
+            .saturating_mul(1u32 << attempt.min(20))
+            .min(self.max_retry_interval);
+        ceiling.mul_f64(rand::thread_rng().gen_range(0.0..=1.0))
+    }
+}

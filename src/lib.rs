@@ -1,0 +1,24 @@
+//! drsink: disaster-recovery log sink.
+//!
+//! The modules follow the data's path: `notification` (SQS body → object
+//! references) → `object` (S3 byte stream) → `decompress` → `lines` →
+//! `records` (log_id, event time, raw JSON) → `batch` → `sink` → `delivery`
+//! (retries, dead letters, acknowledgement) → `worker` (SQS delete).
+//! `pipeline` runs one object through all of it.
+
+pub mod app;
+pub mod batch;
+pub mod cli;
+pub mod dead_letter;
+pub mod decompress;
+pub mod delivery;
+pub mod json_scan;
+pub mod lines;
+pub mod notification;
+pub mod object;
+pub mod pipeline;
+pub mod records;
+pub mod routing;
+pub mod sink;
+pub mod stats;
+pub mod worker;

@@ -1,0 +1,394 @@
+//! Elasticsearch / OpenSearch `_bulk` sink.
+//!
+//! Each record is a `create` (or `index`) action with `_id` = log_id, so the
+//! second copy of a record merges with the first. The HTTP status of `_bulk`
+//! says almost nothing: every item of the response is read.
+
+use std::ops::Range;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{Encoder, ItemOutcome, SendError, Sink};
+use crate::cli::EsAction;
+use crate::notification::ObjectRef;
+use crate::records::Record;
+use crate::routing::{IndexPattern, Router};
+
+pub struct Elasticsearch {
+    client: reqwest::Client,
+    base: reqwest::Url,
+    action: EsAction,
+    indices: IndexPattern,
+}
+
+impl Elasticsearch {
+    pub fn new(
+        url: &str,
+        action: EsAction,
+        timeout: Duration,
+        indices: IndexPattern,
+    ) -> Result<Self, String> {
+        let base = reqwest::Url::parse(url)
+            .map_err(|e| format!("--es-url `{}` is not a valid URL: {e}", redact(url)))?;
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
+        Ok(Elasticsearch {
+            client,
+            base,
+            action,
+            indices,
+        })
+    }
+
+    fn endpoint(&self, path: &str) -> reqwest::Url {
+        let mut url = self.base.clone();
+        let joined = format!("{}/{path}", url.path().trim_end_matches('/'));
+        url.set_path(&joined);
+        url
+    }
+
+    fn describe(&self) -> String {
+        redact(self.base.as_str())
+    }
+}
+
+/// A URL fit for messages: without user name and password.
+fn redact(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        Err(_) => "(unparsable URL)".to_owned(),
+    }
+}
+
+/// Describes a transport error without the URL (which may carry credentials).
+fn transport_error(err: reqwest::Error) -> String {
+    let kind = if err.is_timeout() {
+        "timed out"
+    } else if err.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    let mut text = kind.to_owned();
+    let err = err.without_url();
+    let mut source = std::error::Error::source(&err);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+struct EsEncoder {
+    action: &'static [u8],
+    router: Router,
+}
+
+impl Encoder for EsEncoder {
+    fn encode(&mut self, record: &Record<'_>, out: &mut Vec<u8>) -> Range<usize> {
+        out.extend_from_slice(self.action);
+        write_json_str(out, self.router.index_for(record.timestamp_ms));
+        out.extend_from_slice(b",\"_id\":");
+        write_json_str(out, &record.log_id);
+        out.extend_from_slice(b"}}\n");
+        let start = out.len();
+        if record.id_generated {
+            // Splice the generated id in front of the record's own fields
+            // rather than re-serializing the record.
+            out.extend_from_slice(b"{\"log_id\":");
+            write_json_str(out, &record.log_id);
+            let rest = &record.json[1..];
+            if !rest.trim_ascii_start().starts_with(b"}") {
+                out.push(b',');
+            }
+            out.extend_from_slice(rest);
+        } else {
+            out.extend_from_slice(record.json);
+        }
+        let end = out.len();
+        out.push(b'\n');
+        start..end
+    }
+}
+
+fn write_json_str(out: &mut Vec<u8>, text: &str) {
+    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+    } else {
+        // Writing JSON into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, text);
+    }
+}
+
+#[derive(Deserialize)]
+struct BulkResponse {
+    items: Vec<BulkItem>,
+}
+
+#[derive(Deserialize)]
+enum BulkItem {
+    #[serde(rename = "create")]
+    Create(ItemResult),
+    #[serde(rename = "index")]
+    Index(ItemResult),
+}
+
+#[derive(Deserialize)]
+struct ItemResult {
+    status: u16,
+    #[serde(default)]
+    result: Option<String>,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+/// Errors that pass when the cluster has caught up.
+const TRANSIENT_TYPES: &[&str] = &[
+    "es_rejected_execution_exception",
+    "rejected_execution_exception",
+    "circuit_breaking_exception",
+    "unavailable_shards_exception",
+    "cluster_block_exception",
+    "process_cluster_event_timeout_exception",
+];
+
+fn classify(action: EsAction, item: &ItemResult) -> ItemOutcome {
+    let error_type = item
+        .error
+        .as_ref()
+        .and_then(|e| e.get("type"))
+        .and_then(Value::as_str);
+    match item.status {
+        200..=299 if matches!(item.result.as_deref(), Some("updated" | "noop")) => {
+            ItemOutcome::Duplicate
+        }
+        200..=299 => ItemOutcome::Indexed,
+        409 if action == EsAction::Create => ItemOutcome::Duplicate,
+        429 | 500..=599 => ItemOutcome::Retry(error_type.unwrap_or("server error").to_owned()),
+        _ if error_type.is_some_and(|t| TRANSIENT_TYPES.contains(&t)) => {
+            ItemOutcome::Retry(error_type.unwrap_or_default().to_owned())
+        }
+        status => ItemOutcome::Reject(
+            item.error
+                .clone()
+                .unwrap_or_else(|| json!({ "status": status })),
+        ),
+    }
+}
+
+#[async_trait]
+impl Sink for Elasticsearch {
+    fn encoder(&self, _object: &ObjectRef) -> Box<dyn Encoder> {
+        Box::new(EsEncoder {
+            action: match self.action {
+                EsAction::Create => b"{\"create\":{\"_index\":",
+                EsAction::Index => b"{\"index\":{\"_index\":",
+            },
+            router: self.indices.router(),
+        })
+    }
+
+    async fn send(&self, body: Bytes, items: usize) -> Result<Vec<ItemOutcome>, SendError> {
+        let response = self
+            .client
+            .post(self.endpoint("_bulk"))
+            .header(reqwest::header::CONTENT_TYPE, "application/x-ndjson")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| SendError::Transient(transport_error(e)))?;
+        let status = response.status();
+        let text = response
+            .bytes()
+            .await
+            .map_err(|e| SendError::Transient(transport_error(e)))?;
+        match status.as_u16() {
+            200..=299 => {}
+            413 => return Err(SendError::TooLarge),
+            408 | 429 | 500..=599 => {
+                return Err(SendError::Transient(format!(
+                    "HTTP {status} from {}",
+                    self.describe()
+                )))
+            }
+            401 | 403 => {
+                return Err(SendError::Fatal(format!(
+                    "{} refused the request (HTTP {status}): check the credentials and permissions",
+                    self.describe()
+                )))
+            }
+            _ => {
+                return Err(SendError::Fatal(format!(
+                    "{} answered HTTP {status} to a bulk request: {}",
+                    self.describe(),
+                    String::from_utf8_lossy(&text[..text.len().min(300)])
+                )))
+            }
+        }
+        let parsed: BulkResponse = serde_json::from_slice(&text).map_err(|e| {
+            SendError::Transient(format!(
+                "unreadable bulk response from {}: {e}",
+                self.describe()
+            ))
+        })?;
+        if parsed.items.len() != items {
+            return Err(SendError::Transient(format!(
+                "bulk response from {} has {} items for {items} sent",
+                self.describe(),
+                parsed.items.len()
+            )));
+        }
+        Ok(parsed
+            .items
+            .iter()
+            .map(|item| match item {
+                BulkItem::Create(r) | BulkItem::Index(r) => classify(self.action, r),
+            })
+            .collect())
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        let response = self
+            .client
+            .get(self.base.clone())
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach {}: {}", self.describe(), transport_error(e)))?;
+        match response.status().as_u16() {
+            200..=299 => Ok(()),
+            status => Err(format!(
+                "{} answered HTTP {status}; check --es-url and the credentials",
+                self.describe()
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(status: u16, result: Option<&str>, error: Option<Value>) -> ItemResult {
+        ItemResult {
+            status,
+            result: result.map(str::to_owned),
+            error,
+        }
+    }
+
+    #[test]
+    fn bulk_items_are_classified_by_status_and_error_type() {
+        use ItemOutcome::*;
+        let c = EsAction::Create;
+        assert_eq!(classify(c, &item(201, Some("created"), None)), Indexed);
+        assert_eq!(
+            classify(
+                c,
+                &item(
+                    409,
+                    None,
+                    Some(json!({"type": "version_conflict_engine_exception"}))
+                )
+            ),
+            Duplicate
+        );
+        assert_eq!(
+            classify(EsAction::Index, &item(200, Some("updated"), None)),
+            Duplicate
+        );
+        assert_eq!(
+            classify(
+                c,
+                &item(
+                    429,
+                    None,
+                    Some(json!({"type": "es_rejected_execution_exception"}))
+                )
+            ),
+            Retry("es_rejected_execution_exception".into())
+        );
+        assert_eq!(
+            classify(c, &item(503, None, None)),
+            Retry("server error".into())
+        );
+        let mapping =
+            json!({"type": "mapper_parsing_exception", "reason": "failed to parse field"});
+        assert_eq!(
+            classify(c, &item(400, None, Some(mapping.clone()))),
+            Reject(mapping)
+        );
+    }
+
+    fn encode(record: Record<'_>) -> (String, String) {
+        let sink = Elasticsearch::new(
+            "http://u:secret@localhost:9200",
+            EsAction::Create,
+            Duration::from_secs(1),
+            IndexPattern::new("logs-%Y.%m.%d", "logs-undated").unwrap(),
+        )
+        .unwrap();
+        let object = ObjectRef {
+            bucket: "b".into(),
+            key: "k".into(),
+            region: None,
+            version_id: None,
+            event_time: None,
+        };
+        let mut out = Vec::new();
+        let doc = sink.encoder(&object).encode(&record, &mut out);
+        let text = String::from_utf8(out.clone()).unwrap();
+        (text, String::from_utf8(out[doc].to_vec()).unwrap())
+    }
+
+    #[test]
+    fn encodes_create_actions_and_splices_generated_ids() {
+        let (text, doc) = encode(Record {
+            log_id: "a\"1".into(),
+            id_generated: false,
+            timestamp_ms: Some(1_795_305_599_000),
+            json: br#"{"log_id":"a\"1"}"#,
+        });
+        assert_eq!(
+            text,
+            "{\"create\":{\"_index\":\"logs-2026.11.21\",\"_id\":\"a\\\"1\"}}\n{\"log_id\":\"a\\\"1\"}\n"
+        );
+        assert_eq!(doc, r#"{"log_id":"a\"1"}"#);
+
+        let (_, doc) = encode(Record {
+            log_id: "g".into(),
+            id_generated: true,
+            timestamp_ms: None,
+            json: br#"{"msg":"x"}"#,
+        });
+        assert_eq!(doc, r#"{"log_id":"g","msg":"x"}"#);
+        let (text, doc) = encode(Record {
+            log_id: "g".into(),
+            id_generated: true,
+            timestamp_ms: None,
+            json: b"{ }",
+        });
+        assert_eq!(doc, r#"{"log_id":"g" }"#);
+        assert!(text.contains("logs-undated"));
+    }
+
+    #[test]
+    fn messages_never_show_credentials() {
+        assert_eq!(
+            redact("http://u:secret@localhost:9200/"),
+            "http://localhost:9200/"
+        );
+    }
+}

@@ -1,0 +1,63 @@
+//! Stage 6: the sink, behind one small trait.
+//!
+//! A sink only encodes records and sends one request, saying per item what
+//! happened. Batching, retries, dead letters and acknowledgement are shared
+//! (see `delivery`), so every sink gets them alike.
+
+pub mod elasticsearch;
+
+use std::ops::Range;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::notification::ObjectRef;
+use crate::records::Record;
+
+/// What became of one item of a request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ItemOutcome {
+    /// Written for the first time.
+    Indexed,
+    /// Already there under the same log_id: also done.
+    Duplicate,
+    /// Failed for a reason that passes (throttling, an unavailable shard).
+    Retry(String),
+    /// Can never be written as it is: goes to the dead-letter store with the
+    /// server's error.
+    Reject(serde_json::Value),
+}
+
+/// Why a whole request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// Worth retrying: connection refused, timeout, 5xx, 429.
+    #[error("{0}")]
+    Transient(String),
+    /// 413: the batch must be split.
+    #[error("the request body is too large for the sink")]
+    TooLarge,
+    /// Retrying cannot help (bad credentials, wrong URL): stop the worker.
+    #[error("{0}")]
+    Fatal(String),
+}
+
+/// Writes one record's entry into a request body.
+pub trait Encoder: Send {
+    /// Appends the record's entry to `out` and returns where its document lies.
+    fn encode(&mut self, record: &Record<'_>, out: &mut Vec<u8>) -> Range<usize>;
+}
+
+#[async_trait]
+pub trait Sink: Send + Sync {
+    /// An encoder for the records of one object.
+    fn encoder(&self, object: &ObjectRef) -> Box<dyn Encoder>;
+
+    /// Sends one request body of `items` entries; the outcomes are in the
+    /// order of the entries.
+    async fn send(&self, body: Bytes, items: usize) -> Result<Vec<ItemOutcome>, SendError>;
+
+    /// Checks at start that the sink can be reached, so a wrong URL fails
+    /// fast with a clear message.
+    async fn check(&self) -> Result<(), String>;
+}

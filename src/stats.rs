@@ -1,0 +1,58 @@
+//! Counters of a run, printed as one JSON summary line on exit.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+        /// Live counters, shared by every task of a run.
+        #[derive(Debug, Default)]
+        pub struct Stats {
+            $($(#[$doc])* pub $name: AtomicU64,)*
+        }
+
+        /// A snapshot of the counters, as printed.
+        #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+        pub struct Summary {
+            $(pub $name: u64,)*
+        }
+
+        impl Stats {
+            pub fn summary(&self) -> Summary {
+                Summary { $($name: self.$name.load(Ordering::Relaxed),)* }
+            }
+        }
+    };
+}
+
+counters! {
+    /// SQS messages received.
+    messages,
+    /// Objects read to the end.
+    objects,
+    /// Objects notified but gone by the time they were read.
+    missing_objects,
+    /// Non-blank lines (records) read.
+    records,
+    /// Records written for the first time.
+    indexed,
+    /// Records already present under the same log_id.
+    duplicates,
+    /// Records (and unreadable object tails) written to the dead-letter store.
+    dead_lettered,
+    /// Item retries sent to the sink.
+    retried,
+    /// Messages whose processing failed; left on the queue to come back.
+    failed,
+    /// Compressed bytes read from S3.
+    bytes,
+}
+
+impl Stats {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        if n > 0 {
+            counter.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! `drsink worker`: object references from SQS notifications, and the
+//! acknowledgement that closes the loop: a message is deleted only once every
+//! record of every object it names is indexed, a duplicate, or dead-lettered.
+//!
+//! Each message is handled by its own task, so a message is deleted as soon
+//! as it is done, never held back by slower messages received with it. While
+//! a message is worked on, a heartbeat extends its visibility so that a large
+//! object is not handed to a second worker half-way.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_sdk_sqs::types::{Message, QueueAttributeName};
+use aws_sdk_sqs::Client;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
+
+use crate::delivery::Undelivered;
+use crate::notification::{self, Notification};
+use crate::pipeline::{ObjectError, Pipeline};
+use crate::stats::Stats;
+
+/// SQS returns at most this many messages per receive.
+const MAX_RECEIVE: usize = 10;
+
+/// The two stages of shutdown: stop taking work, then abandon what is left.
+#[derive(Clone, Default)]
+pub struct Shutdown {
+    /// Cancelled on the first SIGTERM/SIGINT, or when idle with
+    /// `--exit-when-idle`: no more receives.
+    pub stop: CancellationToken,
+    /// Cancelled when in-flight work must be given up (shutdown timeout,
+    /// second signal, fatal error); unacknowledged messages stay queued.
+    pub abort: CancellationToken,
+}
+
+pub struct Settings {
+    pub queue_url: String,
+    pub concurrency: usize,
+    pub wait_seconds: i32,
+    pub visibility_timeout: Option<u32>,
+    pub exit_when_idle: bool,
+    pub shutdown_timeout: Duration,
+}
+
+pub struct Worker {
+    sqs: Client,
+    settings: Settings,
+    pipeline: Arc<Pipeline>,
+    shutdown: Shutdown,
+    /// Visibility timeout each heartbeat sets, in seconds.
+    visibility: i32,
+    /// The first fatal error, which ends the run.
+    fatal: Mutex<Option<String>>,
+}
+
+impl Worker {
+    /// Connects to the queue; fails with one sentence if it cannot be used.
+    pub async fn new(
+        sqs: Client,
+        settings: Settings,
+        pipeline: Arc<Pipeline>,
+        shutdown: Shutdown,
+    ) -> anyhow::Result<Self> {
+        let attributes = sqs
+            .get_queue_attributes()
+            .queue_url(&settings.queue_url)
+            .attribute_names(QueueAttributeName::VisibilityTimeout)
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot use queue {}: {}",
+                    settings.queue_url,
+                    DisplayErrorContext(&e)
+                )
+            })?;
+        let queue_visibility = attributes
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::VisibilityTimeout))
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(30);
+        let visibility = settings
+            .visibility_timeout
+            .unwrap_or(queue_visibility)
+            .clamp(1, 43_200);
+        Ok(Worker {
+            sqs,
+            settings,
+            pipeline,
+            shutdown,
+            visibility: visibility as i32,
+            fatal: Mutex::new(None),
+        })
+    }
+
+    fn stats(&self) -> &Stats {
+        &self.pipeline.delivery.stats
+    }
+
+    /// Receives and processes messages until stopped (or idle, with
+    /// `--exit-when-idle`), then drains in-flight work.
+    pub async fn run(self: Arc<Self>) -> anyhow::Result<()> {
+        let slots = Arc::new(Semaphore::new(self.settings.concurrency.max(1)));
+        let mut tasks = JoinSet::new();
+        let mut receive_failures = 0u32;
+        loop {
+            while tasks.try_join_next().is_some() {}
+            let first = tokio::select! {
+                permit = Arc::clone(&slots).acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+                () = self.shutdown.stop.cancelled() => break,
+            };
+            let mut permits = vec![first];
+            while permits.len() < MAX_RECEIVE {
+                match Arc::clone(&slots).try_acquire_owned() {
+                    Ok(permit) => permits.push(permit),
+                    Err(_) => break,
+                }
+            }
+            let received = tokio::select! {
+                received = self.receive(permits.len()) => received,
+                () = self.shutdown.stop.cancelled() => break,
+            };
+            let messages = match received {
+                Ok(messages) => {
+                    receive_failures = 0;
+                    messages
+                }
+                Err(e) => {
+                    receive_failures = receive_failures.saturating_add(1);
+                    let pause = Duration::from_secs(1 << receive_failures.min(5));
+                    tracing::warn!(
+                        "receiving from {} failed: {e}; retrying in {pause:?}",
+                        self.settings.queue_url
+                    );
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => continue,
+                        () = self.shutdown.stop.cancelled() => break,
+                    }
+                }
+            };
+            if messages.is_empty() {
+                while tasks.try_join_next().is_some() {}
+                if self.settings.exit_when_idle && tasks.is_empty() {
+                    tracing::info!("queue is empty and all work is flushed; exiting");
+                    break;
+                }
+                continue;
+            }
+            for (message, permit) in messages.into_iter().zip(permits) {
+                tasks.spawn(Arc::clone(&self).handle(message, permit));
+            }
+        }
+        self.drain(tasks).await;
+        match self.fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            Some(reason) => Err(anyhow::anyhow!(reason)),
+            None => Ok(()),
+        }
+    }
+
+    /// Lets in-flight messages finish within the shutdown timeout, then
+    /// abandons the rest to the queue.
+    async fn drain(&self, mut tasks: JoinSet<()>) {
+        if tasks.is_empty() {
+            return;
+        }
+        tracing::info!(in_flight = tasks.len(), "finishing in-flight messages");
+        let all_done = async { while tasks.join_next().await.is_some() {} };
+        tokio::pin!(all_done);
+        tokio::select! {
+            () = &mut all_done => return,
+            () = tokio::time::sleep(self.settings.shutdown_timeout) => {
+                tracing::warn!("shutdown timeout reached; unfinished messages stay queued");
+            }
+            () = self.shutdown.abort.cancelled() => {}
+        }
+        self.shutdown.abort.cancel();
+        all_done.await;
+    }
+
+    async fn receive(&self, max: usize) -> Result<Vec<Message>, String> {
+        let output = self
+            .sqs
+            .receive_message()
+            .queue_url(&self.settings.queue_url)
+            .max_number_of_messages(max as i32)
+            .wait_time_seconds(self.settings.wait_seconds)
+            .message_system_attribute_names(
+                aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount,
+            )
+            .send()
+            .await
+            .map_err(|e| DisplayErrorContext(&e).to_string())?;
+        Ok(output.messages.unwrap_or_default())
+    }
+
+    async fn handle(self: Arc<Self>, message: Message, _slot: OwnedSemaphorePermit) {
+        Stats::add(&self.stats().messages, 1);
+        let id = message.message_id().unwrap_or("(no id)").to_owned();
+        let Some(receipt) = message.receipt_handle().map(str::to_owned) else {
+            tracing::error!(message_id = %id, "message has no receipt handle; cannot acknowledge it");
+            return;
+        };
+        let objects = match notification::parse(message.body().unwrap_or_default()) {
+            Ok(Notification::Test) => {
+                tracing::info!(message_id = %id, "deleting s3:TestEvent message");
+                self.delete(&id, &receipt).await;
+                return;
+            }
+            Ok(Notification::Objects { objects, ignored }) => {
+                for event in ignored {
+                    tracing::info!(message_id = %id, event = %event, "ignoring event that creates no object");
+                }
+                objects
+            }
+            Err(e) => {
+                tracing::error!(message_id = %id, "message {id} is not an S3 notification ({e}); left for the queue's redrive policy");
+                Stats::add(&self.stats().failed, 1);
+                return;
+            }
+        };
+
+        let heartbeat = self.heartbeat(receipt.clone());
+        let mut outcome = Ok(());
+        for object in &objects {
+            if let Err(e) = self.pipeline.process(object).await {
+                outcome = Err((object, e));
+                break;
+            }
+        }
+        drop(heartbeat);
+
+        match outcome {
+            Ok(()) => self.delete(&id, &receipt).await,
+            Err((_, ObjectError::Undelivered(Undelivered::Interrupted))) => {
+                tracing::info!(message_id = %id, "shutdown before message {id} was acknowledged; it stays queued");
+            }
+            Err((_, ObjectError::Undelivered(Undelivered::Fatal(reason)))) => {
+                self.fail(reason);
+            }
+            Err((object, e)) => {
+                tracing::error!(message_id = %id, object = %object, "message {id}: {e}; it stays queued and comes back after its visibility timeout");
+                Stats::add(&self.stats().failed, 1);
+            }
+        }
+    }
+
+    /// Records the first fatal error and stops everything.
+    fn fail(&self, reason: String) {
+        let mut fatal = self.fatal.lock().unwrap_or_else(|p| p.into_inner());
+        fatal.get_or_insert(reason);
+        self.shutdown.stop.cancel();
+        self.shutdown.abort.cancel();
+    }
+
+    async fn delete(&self, id: &str, receipt: &str) {
+        let deleted = self
+            .sqs
+            .delete_message()
+            .queue_url(&self.settings.queue_url)
+            .receipt_handle(receipt)
+            .send()
+            .await;
+        if let Err(e) = deleted {
+            // The message comes back; its records merge by log_id.
+            tracing::warn!(message_id = %id, "deleting message {id} failed: {}; it will be processed again", DisplayErrorContext(&e));
+        }
+    }
+
+    /// Extends the message's visibility ahead of its expiry until aborted.
+    /// Each extension is only the queue's own timeout, so the messages of a
+    /// killed worker come back to the fleet within that time.
+    fn heartbeat(&self, receipt: String) -> AbortOnDropHandle<()> {
+        let sqs = self.sqs.clone();
+        let queue_url = self.settings.queue_url.clone();
+        let visibility = self.visibility;
+        let every = Duration::from_millis(visibility as u64 * 1000 / 3);
+        AbortOnDropHandle::new(tokio::spawn(async move {
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            loop {
+                ticks.tick().await;
+                let extended = sqs
+                    .change_message_visibility()
+                    .queue_url(&queue_url)
+                    .receipt_handle(&receipt)
+                    .visibility_timeout(visibility)
+                    .send()
+                    .await;
+                if let Err(e) = extended {
+                    tracing::warn!(
+                        "extending message visibility failed: {}",
+                        DisplayErrorContext(&e)
+                    );
+                }
+            }
+        }))
+    }
+}
