@@ -10,6 +10,7 @@ pub mod app;
 pub mod batch;
 pub mod cli;
 pub mod dead_letter;
+pub mod decode;
 pub mod decompress;
 pub mod delivery;
 pub mod json_scan;

@@ -6,25 +6,19 @@
 //! channel bounds memory: a slow sink stops decoding instead of piling up
 //! batches.
 
-use std::cell::RefCell;
-use std::io::{self, Read};
-use std::rc::Rc;
+use std::io::Read;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use tokio_util::io::SyncIoBridge;
 
-use crate::batch::{Batch, Builder, Limits};
-use crate::dead_letter::DeadLetter;
-use crate::decompress::Decoder;
+use crate::batch::{Batch, Limits};
+use crate::decode::ObjectDecoder;
 use crate::delivery::{Delivery, Undelivered};
-use crate::lines::{Line, Lines};
 use crate::notification::ObjectRef;
 use crate::object::{ObjectStore, OpenError};
-use crate::records::{RecordError, RecordParser};
+use crate::records::RecordParser;
 use crate::stats::Stats;
-
-const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// Batches decoded ahead of delivery, per object.
 const BATCHES_AHEAD: usize = 2;
@@ -98,119 +92,36 @@ impl Pipeline {
         Ok(ObjectOutcome::Done)
     }
 
-    /// Runs on a blocking thread: reads the object and sends its batches.
+    /// Runs on a blocking thread: reads the object and sends its batches,
+    /// dead letters first, so a batch is never acknowledged before them.
     fn decode(
         &self,
         object: &ObjectRef,
         source: impl Read,
         batches: mpsc::Sender<Batch>,
     ) -> Result<(), ObjectError> {
-        let source_fault = Rc::new(RefCell::new(None));
-        let source = FaultTracking {
-            inner: source,
-            fault: Rc::clone(&source_fault),
+        let decoder = ObjectDecoder {
+            parser: &self.parser,
+            limits: self.limits,
+            max_record_bytes: self.max_record_bytes,
         };
-        let read_failed =
-            |e: io::Error| ObjectError::Incomplete(format!("reading {object} failed: {e}"));
-        let decoder = Decoder::new(source).map_err(read_failed)?;
-        let compression = decoder.compression;
-        let mut lines = Lines::new(decoder, self.max_record_bytes);
         let mut encoder = self.delivery.sink.encoder(object);
-        let mut builder = Builder::default();
-        let mut letters = Vec::new();
-        let mut records = 0u64;
-
-        let flush = |builder: &mut Builder,
-                         letters: &mut Vec<DeadLetter>,
-                         records: &mut u64|
-         -> Result<(), ObjectError> {
-            Stats::add(&self.stats().records, std::mem::take(records));
-            self.delivery.dead_letter(letters)?;
-            letters.clear();
-            if !builder.is_empty() && batches.blocking_send(builder.take()).is_err() {
-                // The receiver gave up; it reports why.
-                return Err(ObjectError::Incomplete("delivery stopped".into()));
-            }
-            Ok(())
-        };
-
-        loop {
-            let (number, offset, line) = match lines.next_line() {
-                Ok(Some(next)) => next,
-                Ok(None) => break,
-                Err(e) => {
-                    if let Some(fault) = source_fault.borrow_mut().take() {
-                        return Err(read_failed(fault));
-                    }
-                    // The part read before the fault is kept; the rest of the
-                    // object is recorded as a dead letter.
-                    let at = lines.get_ref().compressed_offset();
-                    letters.push(
-                        DeadLetter::new(
-                            object,
-                            format!("{compression:?} stream is corrupt or truncated near byte {at}: {e}"),
-                        )
-                        .offset(at),
-                    );
-                    break;
+        let bytes = decoder
+            .decode(object, source, encoder.as_mut(), |chunk| {
+                Stats::add(&self.stats().records, chunk.records);
+                self.delivery
+                    .dead_letter(&chunk.letters)
+                    .map_err(|e| e.to_string())?;
+                match chunk.batch {
+                    // A closed channel means delivery gave up; it says why.
+                    Some(batch) => batches
+                        .blocking_send(batch)
+                        .map_err(|_| "delivery stopped".to_owned()),
+                    None => Ok(()),
                 }
-            };
-            let text = match line {
-                Line::TooLong { bytes } => {
-                    records += 1;
-                    letters.push(
-                        DeadLetter::new(
-                            object,
-                            format!(
-                                "line of {bytes} bytes exceeds --max-record-bytes ({})",
-                                self.max_record_bytes
-                            ),
-                        )
-                        .line(number)
-                        .offset(offset),
-                    );
-                    continue;
-                }
-                Line::Text(text) if number == 1 => text.strip_prefix(UTF8_BOM).unwrap_or(text),
-                Line::Text(text) => text,
-            };
-            match self.parser.parse(text) {
-                Ok(None) => {}
-                Ok(Some(record)) => {
-                    records += 1;
-                    builder.push(number, |out| encoder.encode(&record, out));
-                    if builder.is_full(&self.limits) {
-                        flush(&mut builder, &mut letters, &mut records)?;
-                    }
-                }
-                Err(e) => {
-                    records += 1;
-                    let mut letter = DeadLetter::new(object, e.to_string())
-                        .line(number)
-                        .record(text);
-                    if let RecordError::NotUtf8(at) = e {
-                        letter = letter.offset(offset + at as u64);
-                    }
-                    letters.push(letter);
-                }
-            }
-        }
-        Stats::add(&self.stats().bytes, lines.get_ref().compressed_offset());
-        flush(&mut builder, &mut letters, &mut records)
-    }
-}
-
-/// Remembers an error of the S3 stream itself, so that a failed read (worth
-/// retrying) is told apart from a corrupt object (dead-lettered).
-struct FaultTracking<R> {
-    inner: R,
-    fault: Rc<RefCell<Option<io::Error>>>,
-}
-
-impl<R: Read> Read for FaultTracking<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read(buf).inspect_err(|e| {
-            *self.fault.borrow_mut() = Some(io::Error::new(e.kind(), e.to_string()));
-        })
+            })
+            .map_err(|e| ObjectError::Incomplete(e.to_string()))?;
+        Stats::add(&self.stats().bytes, bytes);
+        Ok(())
     }
 }

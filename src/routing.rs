@@ -39,7 +39,10 @@ impl IndexPattern {
                 "--index `{pattern}` is not a valid strftime pattern"
             ));
         }
-        for (flag, name) in [("--index", literal.as_str()), ("--fallback-index", fallback)] {
+        for (flag, name) in [
+            ("--index", literal.as_str()),
+            ("--fallback-index", fallback),
+        ] {
             if name.is_empty() || name.chars().any(|c| c.is_ascii_uppercase()) {
                 return Err(format!(
                     "{flag} `{}` must be a non-empty lowercase name",

@@ -1,0 +1,86 @@
+"""Fixtures: real servers per session (reused if `scripts/services start` runs them), drsink runs."""
+from __future__ import annotations
+
+import pytest
+
+import servers
+from harness import DRSINK_BIN, Aws, Search, run_drsink as _run_drsink, unique
+
+FLAVOURS = ["opensearch", "elasticsearch"]
+
+
+def _server(name: str):
+    url, started = servers.ensure(name)
+    yield url
+    if started:
+        servers.stop(name)
+
+
+@pytest.fixture(scope="session")
+def moto_url():
+    yield from _server("moto")
+
+
+@pytest.fixture(scope="session")
+def opensearch_url():
+    yield from _server("opensearch")
+
+
+@pytest.fixture(scope="session")
+def elasticsearch_url():
+    yield from _server("elasticsearch")
+
+
+@pytest.fixture(scope="session")
+def aws(moto_url) -> Aws:
+    return Aws(moto_url)
+
+
+@pytest.fixture(params=FLAVOURS)
+def search(request) -> Search:
+    """Each flavour's session server, with an index prefix unique to this test."""
+    url = request.getfixturevalue(f"{request.param}_url")
+    return Search(request.param, url, unique(request.node.originalname, 30))
+
+
+@pytest.fixture
+def pipeline(aws, request):
+    """A queue with two buckets ("region A", "region B") notifying it."""
+    return aws.make_pipeline(request.node.originalname)
+
+
+@pytest.fixture
+def dead_letter_dir(tmp_path):
+    path = tmp_path / "dead-letter"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def run_drsink(aws, tmp_path):
+    """run_drsink(*args, env={}, timeout=120) -> (returncode, stdout, stderr, summary),
+    with the AWS settings pointing at moto, run in tmp_path."""
+    if not DRSINK_BIN.is_file():
+        pytest.fail(f"drsink binary not found at {DRSINK_BIN} (cargo build --release, or set DRSINK_BIN)")
+
+    def run(*args: str, env: dict[str, str] | None = None, timeout: float = 120):
+        return _run_drsink(*args, env={**aws.env, **(env or {})}, timeout=timeout, cwd=tmp_path)
+
+    return run
+
+
+@pytest.fixture
+def run_worker(run_drsink, search, dead_letter_dir):
+    """run_worker(queue_url, *extra_args, **run_drsink_kw): `drsink worker` into this
+    test's search server and index prefix (`<prefix>-%Y.%m.%d`, `<prefix>-undated`),
+    dead letters into dead_letter_dir, fast settings, --exit-when-idle."""
+
+    def run(queue_url: str, *extra: str, **kw):
+        return run_drsink(
+            "worker", "--queue-url", queue_url, "--es-url", search.url,
+            "--index", f"{search.prefix}-%Y.%m.%d", "--fallback-index", f"{search.prefix}-undated",
+            "--dead-letter", str(dead_letter_dir),
+            "--wait-seconds", "1", "--s3-force-path-style", "--exit-when-idle", *extra, **kw,
+        )
+
+    return run

@@ -1,0 +1,169 @@
+"""Helpers for the integration tests: AWS (moto) pipelines, search clusters, the drsink binary."""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+import subprocess
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import boto3
+import requests
+
+from servers import AWS_ENV, ROOT
+
+FIXTURES = ROOT / "fixtures"
+DRSINK_BIN = Path(os.environ.get("DRSINK_BIN", ROOT / "target" / "release" / "drsink"))
+
+
+def unique(name: str, limit: int = 40) -> str:
+    """A lowercase name valid for buckets, queues and indices, unique per call."""
+    base = re.sub(r"[^a-z0-9]+", "-", name.lower())[: limit - 9].strip("-") or "t"
+    return f"{base}-{uuid.uuid4().hex[:8]}"
+
+
+def gz(*members: bytes) -> bytes:
+    """One gzip member per argument, concatenated (like `cat a.gz b.gz`)."""
+    return b"".join(gzip.compress(m) for m in members)
+
+
+def ndjson(records: list[Any]) -> bytes:
+    return "".join(json.dumps(r) + "\n" for r in records).encode()
+
+
+@dataclass
+class Pipeline:
+    queue_url: str
+    buckets: list[str]
+
+
+@dataclass
+class Aws:
+    endpoint: str
+    env: dict[str, str] = field(init=False)
+    s3: Any = field(init=False)
+    sqs: Any = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.env = {"AWS_ENDPOINT_URL": self.endpoint, **AWS_ENV}
+        kw = dict(endpoint_url=self.endpoint, region_name=AWS_ENV["AWS_REGION"],
+                  aws_access_key_id=AWS_ENV["AWS_ACCESS_KEY_ID"],
+                  aws_secret_access_key=AWS_ENV["AWS_SECRET_ACCESS_KEY"])
+        self.s3 = boto3.client("s3", **kw)
+        self.sqs = boto3.client("sqs", **kw)
+
+    def make_pipeline(self, name: str, buckets: int = 2) -> Pipeline:
+        """A fresh queue and `buckets` buckets notifying it of every ObjectCreated event.
+
+        moto needs no queue policy. It puts one `s3:TestEvent` message per bucket on
+        the queue when the notification is configured; those are left there on
+        purpose, so the worker's test-event handling is exercised."""
+        queue = unique(name, 60)
+        queue_url = self.sqs.create_queue(QueueName=queue)["QueueUrl"]
+        arn = self.sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
+        config = {"QueueConfigurations": [{"QueueArn": arn["Attributes"]["QueueArn"],
+                                           "Events": ["s3:ObjectCreated:*"]}]}
+        names = [f"{queue}-{i}" for i in range(buckets)]
+        for bucket in names:
+            self.s3.create_bucket(Bucket=bucket)
+            self.s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration=config)
+        return Pipeline(queue_url, names)
+
+    def put(self, bucket: str, key: str, body: bytes) -> None:
+        self.s3.put_object(Bucket=bucket, Key=key, Body=body)
+
+    def queue_depth(self, queue_url: str) -> int:
+        """Visible plus in-flight messages."""
+        attrs = self.sqs.get_queue_attributes(
+            QueueUrl=queue_url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return sum(int(v) for v in attrs.values())
+
+    def receive(self, queue_url: str, wait: int = 1) -> list[dict]:
+        """Receive (without deleting) up to 10 message bodies, decoded."""
+        res = self.sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=wait)
+        return [json.loads(m["Body"]) for m in res.get("Messages", [])]
+
+
+@dataclass
+class Search:
+    """One OpenSearch/Elasticsearch-compatible server and this test's index prefix."""
+
+    flavour: str
+    url: str
+    prefix: str
+
+    @property
+    def pattern(self) -> str:
+        return f"{self.prefix}-*"
+
+    def request(self, method: str, path: str, **kw) -> requests.Response:
+        return requests.request(method, f"{self.url}/{path.lstrip('/')}", timeout=30, **kw)
+
+    def bulk(self, lines: list[dict], **params) -> dict:
+        res = self.request("POST", "_bulk", params=params, data=ndjson(lines),
+                           headers={"Content-Type": "application/x-ndjson"})
+        res.raise_for_status()
+        return res.json()
+
+    def refresh(self, pattern: str | None = None) -> None:
+        # noida-db (like Elasticsearch) shows new documents to search only after a refresh.
+        self.request("POST", f"{pattern or self.pattern}/_refresh").raise_for_status()
+
+    def docs(self, pattern: str | None = None) -> list[dict]:
+        """Every document ({_id, _index, _source}) in the indices matching pattern."""
+        pattern = pattern or self.pattern
+        self.refresh(pattern)
+        res = self.request("POST", f"{pattern}/_search", params={"scroll": "1m"}, json={"size": 1000})
+        out: list[dict] = []
+        while True:
+            res.raise_for_status()
+            body = res.json()
+            hits = body["hits"]["hits"]
+            out += [{k: h[k] for k in ("_id", "_index", "_source")} for h in hits]
+            if not hits:
+                break
+            res = self.request("POST", "_search/scroll", json={"scroll": "1m", "scroll_id": body["_scroll_id"]})
+        if scroll_id := body.get("_scroll_id"):
+            self.request("DELETE", "_search/scroll", json={"scroll_id": scroll_id})
+        return out
+
+    def count_by_log_id(self, pattern: str | None = None) -> Counter:
+        return Counter(d["_source"].get("log_id") for d in self.docs(pattern))
+
+
+class Result(NamedTuple):
+    returncode: int
+    stdout: str
+    stderr: str
+    summary: dict | None
+
+
+def run_drsink(*args: str, env: dict[str, str], timeout: float = 120, cwd: Path | None = None) -> Result:
+    """Run the drsink binary with exactly the given DRSINK_*/AWS_* environment.
+
+    Inherited DRSINK_* and AWS_* variables (and RUST_BACKTRACE) are dropped so the
+    caller's shell cannot change the flags; env may override TZ."""
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith(("DRSINK_", "AWS_")) and k != "RUST_BACKTRACE"}
+    base["TZ"] = "Pacific/Kiritimati"  # UTC+14: local-time mistakes change the day
+    proc = subprocess.run([str(DRSINK_BIN), *args], env={**base, **env}, capture_output=True,
+                          text=True, timeout=timeout, cwd=cwd)
+    lines = proc.stdout.strip().splitlines()
+    try:
+        summary = json.loads(lines[-1]) if lines else None
+    except ValueError:
+        summary = None
+    return Result(proc.returncode, proc.stdout, proc.stderr, summary)
+
+
+def dead_letters(directory: Path) -> list[dict]:
+    """Every entry of every *.ndjson file in the dead-letter directory."""
+    return [json.loads(line) for f in sorted(directory.rglob("*.ndjson"))
+            for line in f.read_text().splitlines() if line.strip()]

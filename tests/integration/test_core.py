@@ -1,0 +1,147 @@
+"""End-to-end tests of `drsink worker` against moto and both search flavours.
+
+Every test gets a fresh queue with two buckets ("region A", "region B") whose
+notifications still hold moto's two `s3:TestEvent` messages, and its own index
+prefix on the search server."""
+import gzip
+import json
+import socket
+import uuid
+
+import pytest
+
+from harness import FIXTURES, gz, ndjson, unique, dead_letters
+
+# Spaces, non-ASCII and a literal '+' make the notification's URL-encoding matter.
+KEY_A = "AWSLogs/région A/2026/11/21/app log ü+1.ndjson.gz"
+KEY_B = "AWSLogs/région B/2026/11/21/app log ü+1.ndjson"
+
+
+def ok(result):
+    rc, out, err, summary = result
+    assert rc == 0, f"drsink exited {rc}\nstderr:\n{err[-4000:]}"
+    assert summary is not None, f"no JSON summary as last stdout line:\n{out[-2000:]}"
+    return summary
+
+
+def dual_write(aws, pipeline, search, run_worker, dead_letter_dir, *extra):
+    a = (FIXTURES / "dualwrite-region-a.ndjson").read_bytes()
+    b = (FIXTURES / "dualwrite-region-b.ndjson").read_bytes()
+    aws.put(pipeline.buckets[0], KEY_A, gzip.compress(a))
+    aws.put(pipeline.buckets[1], KEY_B, b)
+    summary = ok(run_worker(pipeline.queue_url, *extra))
+    expected = {json.loads(line)["log_id"] for line in (a + b).splitlines()}
+    assert len(expected) == 10
+    docs = search.docs()
+    assert search.count_by_log_id() == {log_id: 1 for log_id in expected}
+    assert all(d["_id"] == d["_source"]["log_id"] for d in docs)
+    assert aws.queue_depth(pipeline.queue_url) == 0
+    assert summary["messages"] == 4  # 2 object notifications + the 2 s3:TestEvents
+    assert summary["objects"] == 2
+    assert summary["records"] == len((a + b).splitlines()) == 14
+    assert summary["indexed"] + summary["duplicates"] == summary["records"]
+    assert summary["dead_lettered"] == 0
+    assert dead_letters(dead_letter_dir) == []
+    return summary
+
+
+def test_dual_write_copies_merge(aws, pipeline, search, run_worker, dead_letter_dir):
+    summary = dual_write(aws, pipeline, search, run_worker, dead_letter_dir)
+    assert summary["indexed"] == 10
+    assert summary["duplicates"] == 4
+
+
+def test_es_action_index(aws, pipeline, search, run_worker, dead_letter_dir):
+    dual_write(aws, pipeline, search, run_worker, dead_letter_dir, "--es-action", "index")
+
+
+def test_records_without_log_id_get_content_fingerprint(aws, pipeline, search, run_worker):
+    lines = [{"@timestamp": f"2026-11-21T10:00:0{i}Z", "message": f"no id {i} ✓", "n": i} for i in range(6)]
+    plain = ndjson(lines[:4])
+    multi = gz(ndjson(lines[2:4]), ndjson(lines[4:]))  # two gzip members; lines 2-3 repeat the plain object
+    aws.put(pipeline.buckets[0], "fp/plain.ndjson", plain)
+    aws.put(pipeline.buckets[1], "fp/multi member.gz", multi)
+    summary = ok(run_worker(pipeline.queue_url))
+    assert summary["records"] == 8
+    assert (summary["indexed"], summary["duplicates"]) == (6, 2)
+
+    docs = search.docs()
+    assert sorted(d["_source"]["n"] for d in docs) == list(range(6))
+    for d in docs:
+        assert d["_source"]["log_id"] == d["_id"]
+        uuid.UUID(d["_id"])
+    assert aws.queue_depth(pipeline.queue_url) == 0
+
+    # The same content again, under other keys in the other bucket: nothing new.
+    aws.put(pipeline.buckets[1], "fp/again/plain copy.ndjson", plain)
+    aws.put(pipeline.buckets[0], "fp/again/multi.gz", multi)
+    summary = ok(run_worker(pipeline.queue_url))
+    assert summary["records"] == 8
+    assert (summary["indexed"], summary["duplicates"]) == (0, 8)
+    assert sorted(d["_id"] for d in search.docs()) == sorted(d["_id"] for d in docs)
+    assert aws.queue_depth(pipeline.queue_url) == 0
+
+
+def test_index_routed_by_event_time(aws, pipeline, search, run_worker):
+    records = [
+        {"log_id": "late", "@timestamp": "2026-11-21T23:59:59Z"},
+        {"log_id": "early", "@timestamp": "2026-11-22T00:00:01Z"},
+        {"log_id": "millis-late", "@timestamp": 1795305599500},  # 2026-11-21T23:59:59.500Z
+        {"log_id": "millis-early", "@timestamp": 1795305600500},  # 2026-11-22T00:00:00.500Z
+        {"log_id": "undated", "message": "no timestamp"},
+    ]
+    aws.put(pipeline.buckets[0], "routing.ndjson", ndjson(records))
+    ok(run_worker(pipeline.queue_url))
+    p = search.prefix
+    assert {d["_source"]["log_id"]: d["_index"] for d in search.docs()} == {
+        "late": f"{p}-2026.11.21",
+        "early": f"{p}-2026.11.22",
+        "millis-late": f"{p}-2026.11.21",
+        "millis-early": f"{p}-2026.11.22",
+        "undated": f"{p}-undated",
+    }
+
+
+def test_invalid_lines_go_to_dead_letter(aws, pipeline, search, run_worker, dead_letter_dir):
+    key = "bad lines/objekt ä+ö.ndjson"
+    lines = [
+        '{"log_id": "d-1", "message": "good"}',
+        '{"log_id": "d-2", "message": "good"}',
+        "this is not json",
+        '{"log_id": "d-4", "message": "good"}',
+        '{"log_id": "d-5", "message": "trunc',
+    ]
+    aws.put(pipeline.buckets[0], key, "\n".join(lines).encode())  # truncated last line, no final newline
+    summary = ok(run_worker(pipeline.queue_url))
+    assert search.count_by_log_id() == {"d-1": 1, "d-2": 1, "d-4": 1}
+    assert summary["dead_lettered"] == 2
+    entries = sorted(dead_letters(dead_letter_dir), key=lambda e: e["line"])
+    assert [(e["line"], e["record"]) for e in entries] == [(3, lines[2]), (5, lines[4])]
+    for e in entries:
+        assert (e["bucket"], e["key"]) == (pipeline.buckets[0], key)
+        assert isinstance(e["reason"], str) and e["reason"]
+    assert aws.queue_depth(pipeline.queue_url) == 0
+
+
+def _closed_port_url():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+@pytest.mark.parametrize("case", ["unreachable-es", "missing-queue"])
+def test_bad_configuration_fails_cleanly(case, aws, pipeline, search, run_drsink):
+    queue_url, es_url = pipeline.queue_url, search.url
+    if case == "unreachable-es":
+        es_url = _closed_port_url()
+    else:
+        queue_url = pipeline.queue_url.rsplit("/", 1)[0] + "/" + unique("missing")
+    rc, out, err, _ = run_drsink(
+        "worker", "--queue-url", queue_url, "--es-url", es_url,
+        "--wait-seconds", "1", "--s3-force-path-style", "--exit-when-idle", timeout=60,
+    )
+    assert rc != 0
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines, "no error message on stderr"
+    assert "panicked" not in err and "backtrace" not in err.lower(), err
+    assert len(lines[-1]) < 500, lines[-1]
