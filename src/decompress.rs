@@ -53,7 +53,8 @@ pub struct Decoder<R: Read> {
 }
 
 enum Inner<R: Read> {
-    Gzip(flate2::bufread::MultiGzDecoder<BufReader<Counted<Peeked<R>>>>),
+    // Boxed: the inflate state is far larger than the other variants.
+    Gzip(Box<flate2::bufread::MultiGzDecoder<BufReader<Counted<Peeked<R>>>>>),
     Zstd(zstd::stream::read::Decoder<'static, BufReader<Counted<Peeked<R>>>>),
     Plain(Counted<Peeked<R>>),
 }
@@ -74,9 +75,9 @@ impl<R: Read> Decoder<R> {
             count: 0,
         };
         let inner = match compression {
-            Compression::Gzip => Inner::Gzip(flate2::bufread::MultiGzDecoder::new(
+            Compression::Gzip => Inner::Gzip(Box::new(flate2::bufread::MultiGzDecoder::new(
                 BufReader::with_capacity(READ_BUFFER, counted),
-            )),
+            ))),
             Compression::Zstd => Inner::Zstd(zstd::stream::read::Decoder::with_buffer(
                 BufReader::with_capacity(READ_BUFFER, counted),
             )?),

@@ -7,6 +7,7 @@
 //! `pipeline` runs one object through all of it.
 
 pub mod app;
+pub mod aws;
 pub mod batch;
 pub mod cli;
 pub mod dead_letter;

@@ -6,11 +6,11 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::operation::get_object::GetObjectError;
 use aws_sdk_s3::Client;
 use tokio::io::AsyncBufRead;
 
+use crate::aws::describe;
 use crate::notification::ObjectRef;
 
 #[derive(Debug, thiserror::Error)]
@@ -76,7 +76,7 @@ impl ObjectStore {
                 Some(GetObjectError::NoSuchKey(_)) => Err(OpenError::Missing(object.to_string())),
                 _ => Err(OpenError::Failed {
                     object: object.to_string(),
-                    reason: DisplayErrorContext(&err).to_string(),
+                    reason: describe(&err),
                 }),
             },
         }

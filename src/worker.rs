@@ -10,7 +10,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{Message, QueueAttributeName};
 use aws_sdk_sqs::Client;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -18,6 +17,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
+use crate::aws::describe;
 use crate::delivery::Undelivered;
 use crate::notification::{self, Notification};
 use crate::pipeline::{ObjectError, Pipeline};
@@ -72,11 +72,7 @@ impl Worker {
             .send()
             .await
             .map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot use queue {}: {}",
-                    settings.queue_url,
-                    DisplayErrorContext(&e)
-                )
+                anyhow::anyhow!("cannot use queue {}: {}", settings.queue_url, describe(&e))
             })?;
         let queue_visibility = attributes
             .attributes()
@@ -196,7 +192,7 @@ impl Worker {
             )
             .send()
             .await
-            .map_err(|e| DisplayErrorContext(&e).to_string())?;
+            .map_err(|e| describe(&e))?;
         Ok(output.messages.unwrap_or_default())
     }
 
@@ -269,7 +265,7 @@ impl Worker {
             .await;
         if let Err(e) = deleted {
             // The message comes back; its records merge by log_id.
-            tracing::warn!(message_id = %id, "deleting message {id} failed: {}; it will be processed again", DisplayErrorContext(&e));
+            tracing::warn!(message_id = %id, "deleting message {id} failed: {}; it will be processed again", describe(&e));
         }
     }
 
@@ -293,10 +289,7 @@ impl Worker {
                     .send()
                     .await;
                 if let Err(e) = extended {
-                    tracing::warn!(
-                        "extending message visibility failed: {}",
-                        DisplayErrorContext(&e)
-                    );
+                    tracing::warn!("extending message visibility failed: {}", describe(&e));
                 }
             }
         }))
