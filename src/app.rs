@@ -1,16 +1,17 @@
 //! Wiring: parsed command-line options → the running command.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
 
 use crate::batch::Limits;
-use crate::cli::{Command, PipelineArgs, SinkKind, WorkerArgs};
+use crate::cli::{Command, PipelineArgs, RedriveArgs, SinkKind, WorkerArgs, DEFAULT_DEAD_LETTER};
 use crate::dead_letter::DeadLetterStore;
 use crate::delivery::Delivery;
 use crate::object::ObjectStore;
 use crate::pipeline::Pipeline;
-use crate::records::RecordParser;
+use crate::records::{ParserOptions, RecordParser};
 use crate::routing::IndexPattern;
 use crate::sink::elasticsearch::Elasticsearch;
 use crate::sink::Sink;
@@ -21,7 +22,22 @@ pub async fn run(command: Command, stats: Arc<Stats>, shutdown: Shutdown) -> any
     let aws = aws_config::load_from_env().await;
     match command {
         Command::Worker(args) => run_worker(args, &aws, stats, shutdown).await,
+        Command::Redrive(args) => run_redrive(args, &aws, stats, shutdown).await,
     }
+}
+
+async fn run_redrive(
+    mut args: RedriveArgs,
+    aws: &aws_config::SdkConfig,
+    stats: Arc<Stats>,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    // Rejected-again records go back where they came from unless told otherwise.
+    args.pipeline
+        .dead_letter
+        .get_or_insert_with(|| args.from.clone());
+    let pipeline = build_pipeline(&args.pipeline, aws, stats, &shutdown).await?;
+    crate::redrive::run(pipeline, &args.from, shutdown).await
 }
 
 async fn run_worker(
@@ -40,6 +56,7 @@ async fn run_worker(
         wait_seconds: args.wait_seconds,
         visibility_timeout: args.visibility_timeout,
         exit_when_idle: args.exit_when_idle,
+        max_receives: args.max_receives,
         shutdown_timeout: args.shutdown_timeout,
     };
     let worker = Worker::new(aws_sdk_sqs::Client::new(aws), settings, pipeline, shutdown).await?;
@@ -69,10 +86,19 @@ async fn build_pipeline(
         .context("the sink is not usable")?;
     Ok(Arc::new(Pipeline {
         store: ObjectStore::new(aws.clone(), args.s3_force_path_style),
-        parser: RecordParser::new(&args.timestamp_field, &args.id_fields),
+        parser: RecordParser::new(&ParserOptions {
+            timestamp_field: &args.timestamp_field,
+            id_fields: &args.id_fields,
+            level_field: &args.level_field,
+            min_level: args.min_level,
+        }),
         delivery: Delivery {
             sink,
-            dead_letters: Arc::new(DeadLetterStore::new(&args.dead_letter)),
+            dead_letters: Arc::new(DeadLetterStore::new(
+                args.dead_letter
+                    .as_deref()
+                    .unwrap_or(Path::new(DEFAULT_DEAD_LETTER)),
+            )),
             stats,
             max_retry_interval: args.max_retry_interval,
             abort: shutdown.abort.clone(),
@@ -82,5 +108,6 @@ async fn build_pipeline(
             records: args.batch_records,
         },
         max_record_bytes: args.max_record_bytes,
+        format: args.format,
     }))
 }

@@ -8,6 +8,8 @@ use std::ops::Range;
 
 use bytes::Bytes;
 
+use crate::records::Position;
+
 /// When a batch is full.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -22,8 +24,8 @@ pub struct Entry {
     pub range: Range<usize>,
     /// The document alone, as sent.
     pub document: Range<usize>,
-    /// 1-based line of the record in its object.
-    pub line: u64,
+    /// Where the record lies in its object.
+    pub position: Position,
 }
 
 /// A batch being filled.
@@ -36,13 +38,13 @@ pub struct Builder {
 impl Builder {
     /// Appends one entry; `encode` writes it and returns where its document
     /// starts and ends, relative to the body.
-    pub fn push(&mut self, line: u64, encode: impl FnOnce(&mut Vec<u8>) -> Range<usize>) {
+    pub fn push(&mut self, position: Position, encode: impl FnOnce(&mut Vec<u8>) -> Range<usize>) {
         let start = self.body.len();
         let document = encode(&mut self.body);
         self.entries.push(Entry {
             range: start..self.body.len(),
             document,
-            line,
+            position,
         });
     }
 
@@ -110,9 +112,9 @@ mod tests {
     #[test]
     fn subsets_and_documents_come_from_the_recorded_ranges() {
         let mut b = Builder::default();
-        b.push(1, entry("one"));
-        b.push(3, entry("three"));
-        b.push(4, entry("four"));
+        b.push(Position::line(1), entry("one"));
+        b.push(Position::line(3), entry("three"));
+        b.push(Position::line(4), entry("four"));
         assert!(b.is_full(&Limits {
             bytes: 1000,
             records: 3
@@ -125,6 +127,6 @@ mod tests {
         assert!(b.is_empty());
         assert_eq!(&batch.body_of(&[0, 2])[..], b"A\none\nA\nfour\n");
         assert_eq!(batch.document(1), b"three");
-        assert_eq!(batch.entries[1].line, 3);
+        assert_eq!(batch.entries[1].position, Position::line(3));
     }
 }

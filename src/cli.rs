@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use crate::decode::Format;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "drsink",
@@ -20,6 +22,18 @@ pub struct Cli {
 pub enum Command {
     /// Consume S3 event notifications from SQS and index the objects they name.
     Worker(WorkerArgs),
+    /// Re-submit dead letters (e.g. after a mapping fix) through the sink; removes only what was accepted.
+    Redrive(RedriveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RedriveArgs {
+    /// Dead-letter directory whose `*.ndjson` files are re-submitted.
+    #[arg(long, env = "DRSINK_REDRIVE_FROM")]
+    pub from: PathBuf,
+
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
 }
 
 #[derive(Debug, Args)]
@@ -43,6 +57,11 @@ pub struct WorkerArgs {
     /// Exit 0 once a receive comes back empty and all in-flight work is flushed.
     #[arg(long, env = "DRSINK_EXIT_WHEN_IDLE")]
     pub exit_when_idle: bool,
+
+    /// Dead-letter and delete a message of no known shape once it has been
+    /// received this many times (default: leave it to the queue's redrive policy).
+    #[arg(long, env = "DRSINK_MAX_RECEIVES", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_receives: Option<u32>,
 
     /// Seconds to finish in-flight work after SIGTERM/SIGINT before abandoning it to the queue.
     #[arg(long, env = "DRSINK_SHUTDOWN_TIMEOUT", default_value = "30", value_parser = parse_seconds)]
@@ -88,6 +107,18 @@ pub struct PipelineArgs {
     #[arg(long, env = "DRSINK_ID_FIELDS", value_delimiter = ',')]
     pub id_fields: Vec<String>,
 
+    /// Object format; `auto` detects it per object from its first bytes.
+    #[arg(long, env = "DRSINK_FORMAT", value_enum, default_value_t = Format::Auto)]
+    pub format: Format,
+
+    /// Drop records below this level (trace, debug, info, warn, error, critical).
+    #[arg(long, env = "DRSINK_MIN_LEVEL", value_parser = parse_level)]
+    pub min_level: Option<usize>,
+
+    /// Field holding a record's level; records without it fall back to ECS `log.level`.
+    #[arg(long, env = "DRSINK_LEVEL_FIELD", default_value = "level")]
+    pub level_field: String,
+
     /// Upper bound of one bulk request body, in bytes.
     #[arg(long, env = "DRSINK_BATCH_BYTES", default_value_t = 5 * 1024 * 1024)]
     pub batch_bytes: usize,
@@ -104,14 +135,18 @@ pub struct PipelineArgs {
     #[arg(long, env = "DRSINK_MAX_RETRY_INTERVAL", default_value = "30", value_parser = parse_seconds)]
     pub max_retry_interval: Duration,
 
-    /// Directory of the dead-letter store (NDJSON files).
-    #[arg(long, env = "DRSINK_DEAD_LETTER", default_value = "drsink-dead-letter")]
-    pub dead_letter: PathBuf,
+    /// Directory of the dead-letter store (NDJSON files) [default: drsink-dead-letter;
+    /// for redrive: the --from directory].
+    #[arg(long, env = "DRSINK_DEAD_LETTER")]
+    pub dead_letter: Option<PathBuf>,
 
     /// Address S3 buckets by path (for S3-compatible endpoints).
     #[arg(long, env = "DRSINK_S3_FORCE_PATH_STYLE")]
     pub s3_force_path_style: bool,
 }
+
+/// Dead-letter directory of the worker when --dead-letter is not given.
+pub const DEFAULT_DEAD_LETTER: &str = "drsink-dead-letter";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SinkKind {
@@ -128,6 +163,12 @@ fn default_concurrency() -> usize {
     // Objects spend much of their time waiting on S3 and the cluster, so keep
     // more in flight than there are cores.
     std::thread::available_parallelism().map_or(4, |n| n.get() * 4)
+}
+
+fn parse_level(s: &str) -> Result<usize, String> {
+    crate::records::level_rank(s).ok_or_else(|| {
+        format!("`{s}` is not a level: use trace, debug, info, warn, error or critical")
+    })
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {

@@ -13,16 +13,28 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::notification::ObjectRef;
+use crate::records::Position;
 
 /// One dead letter.
 #[derive(Debug, Serialize)]
 pub struct DeadLetter {
     pub reason: String,
-    pub bucket: String,
-    pub key: String,
-    /// 1-based line of the record in its (decompressed) object.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// 1-based line of the record (or its container) in its decompressed
+    /// object.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub line: Option<u64>,
+    /// 0-based index of the record in its container.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entry: Option<u32>,
+    /// For an SQS message that names no object: its id and body.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
     /// Byte offset of the fault, where that is what is known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub offset: Option<u64>,
@@ -38,10 +50,30 @@ pub struct DeadLetter {
 impl DeadLetter {
     pub fn new(object: &ObjectRef, reason: impl Into<String>) -> Self {
         DeadLetter {
-            reason: reason.into(),
-            bucket: object.bucket.clone(),
-            key: object.key.clone(),
+            bucket: Some(object.bucket.clone()),
+            key: Some(object.key.clone()),
+            ..DeadLetter::bare(reason.into())
+        }
+    }
+
+    /// An SQS message that is not a notification drsink can act on.
+    pub fn message(message_id: &str, body: &str, reason: impl Into<String>) -> Self {
+        DeadLetter {
+            message_id: Some(message_id.to_owned()),
+            message: Some(body.to_owned()),
+            ..DeadLetter::bare(reason.into())
+        }
+    }
+
+    fn bare(reason: String) -> Self {
+        DeadLetter {
+            reason,
+            bucket: None,
+            key: None,
             line: None,
+            entry: None,
+            message_id: None,
+            message: None,
             offset: None,
             error: None,
             record: None,
@@ -49,8 +81,9 @@ impl DeadLetter {
         }
     }
 
-    pub fn line(mut self, line: u64) -> Self {
-        self.line = Some(line);
+    pub fn position(mut self, position: Position) -> Self {
+        self.line = Some(position.line);
+        self.entry = position.entry;
         self
     }
 
@@ -93,6 +126,15 @@ impl DeadLetterStore {
             serde_json::to_writer(&mut text, letter)?;
             text.push(b'\n');
         }
+        self.append_ndjson(&text)
+    }
+
+    /// Appends entries that are already NDJSON (each line ending in `\n`),
+    /// such as entries kept as they were by a redrive, and syncs them.
+    pub fn append_ndjson(&self, text: &[u8]) -> io::Result<()> {
+        if text.is_empty() {
+            return Ok(());
+        }
         let mut slot = self.file.lock().unwrap_or_else(|p| p.into_inner());
         if slot.is_none() {
             *slot = Some(self.create_file()?);
@@ -100,7 +142,7 @@ impl DeadLetterStore {
         let file = slot
             .as_mut()
             .ok_or_else(|| io::Error::other("no dead-letter file"))?;
-        file.write_all(&text)?;
+        file.write_all(text)?;
         file.sync_data()
     }
 
@@ -143,7 +185,7 @@ mod tests {
         };
         store
             .append(&[DeadLetter::new(&object, "not JSON")
-                .line(3)
+                .position(Position::line(3))
                 .record(b"oops\xff")])
             .unwrap();
         store.append(&[DeadLetter::new(&object, "second")]).unwrap();

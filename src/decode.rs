@@ -1,33 +1,62 @@
-//! Stages 3–5 on one thread: an object's bytes → decompressed lines →
+//! Stages 3–5 on one thread: an object's bytes → decompressed stream →
 //! records → encoded batches, plus dead letters for what cannot be read.
 //!
-//! Kept free of I/O beyond the `Read` it is given, so the same code runs in
-//! the pipeline and in benchmarks.
+//! The format is detected per object from its first bytes (or forced with
+//! `--format`): NDJSON, a JSON stream (concatenated or pretty-printed
+//! objects, or an array), or plain text lines. Kept free of I/O beyond the
+//! `Read` it is given, so the same code runs in the pipeline and in
+//! benchmarks.
 
 use std::cell::RefCell;
-use std::io::{self, Read};
+use std::io::{self, Cursor, Read};
 use std::rc::Rc;
 
 use crate::batch::{Batch, Builder, Limits};
 use crate::dead_letter::DeadLetter;
 use crate::decompress::Decoder;
+use crate::json_scan::scan_object;
 use crate::lines::{Line, Lines};
 use crate::notification::ObjectRef;
-use crate::records::{RecordError, RecordParser};
+use crate::records::{Parsed, Position, Record, RecordError, RecordParser};
 use crate::sink::Encoder;
+use crate::values::Values;
 
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Decompressed bytes looked at to detect the format.
+const SNIFF_BYTES: u64 = 64 * 1024;
+
+/// A container (a CloudTrail file, a CloudWatch Logs payload) may be this
+/// many times `--max-record-bytes`: its entries are the records.
+const CONTAINER_FACTOR: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Detect per object from its first bytes.
+    Auto,
+    /// One JSON object per line.
+    Ndjson,
+    /// JSON objects one after another, with or without line breaks, or an array of them.
+    Json,
+    /// Plain text lines, each indexed as `{"message": LINE}`.
+    Text,
+}
 
 /// What is handed on each time a batch fills, and once at the end.
 #[derive(Default)]
 pub struct Chunk {
     /// Full batch (or the last, partial one).
     pub batch: Option<Batch>,
-    /// Records and object faults that go to the dead-letter store; they must
-    /// be stored before the batch's object counts as done.
+    /// Records that go to the dead-letter store; they must be stored before
+    /// the object counts as done.
     pub letters: Vec<DeadLetter>,
-    /// Records read since the previous chunk (indexed or dead-lettered).
+    /// Records read since the previous chunk (batched or dead-lettered).
     pub records: u64,
+    /// Records dropped by `--min-level`.
+    pub filtered: u64,
+    /// The object's compressed stream broke off: what was read before is
+    /// kept, the fault is this dead letter.
+    pub fault: Option<DeadLetter>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,19 +73,118 @@ pub struct ObjectDecoder<'a> {
     pub parser: &'a RecordParser,
     pub limits: Limits,
     pub max_record_bytes: usize,
+    pub format: Format,
 }
 
-impl ObjectDecoder<'_> {
+/// The decode loop's state for one object.
+struct Run<'a, 'o, E> {
+    decoder: &'a ObjectDecoder<'a>,
+    object: &'o ObjectRef,
+    encoder: &'a mut dyn Encoder,
+    builder: Builder,
+    chunk: Chunk,
+    emit: E,
+}
+
+impl<E: FnMut(Chunk) -> Result<(), String>> Run<'_, '_, E> {
+    fn dead(
+        &mut self,
+        position: Position,
+        reason: String,
+        record: Option<&[u8]>,
+        offset: Option<u64>,
+    ) {
+        let mut letter = DeadLetter::new(self.object, reason).position(position);
+        if let Some(record) = record {
+            letter = letter.record(record);
+        }
+        if let Some(offset) = offset {
+            letter = letter.offset(offset);
+        }
+        self.chunk.letters.push(letter);
+    }
+
+    fn push(&mut self, record: &Record<'_>) -> Result<(), DecodeError> {
+        if record.json.len() > self.decoder.max_record_bytes {
+            let reason = self.too_long(record.json.len() as u64);
+            self.dead(record.position, reason, None, None);
+            return Ok(());
+        }
+        let encoder = &mut *self.encoder;
+        self.builder
+            .push(record.position, |out| encoder.encode(record, out));
+        if self.builder.is_full(&self.decoder.limits) {
+            self.chunk.batch = Some(self.builder.take());
+            (self.emit)(std::mem::take(&mut self.chunk)).map_err(DecodeError::Stopped)?;
+        }
+        Ok(())
+    }
+
+    fn too_long(&self, bytes: u64) -> String {
+        format!(
+            "record of {bytes} bytes exceeds --max-record-bytes ({})",
+            self.decoder.max_record_bytes
+        )
+    }
+
+    /// Accounts for what one line or value held.
+    fn take(
+        &mut self,
+        parsed: Result<Parsed<'_>, RecordError>,
+        text: &[u8],
+        position: Position,
+        offset: u64,
+    ) -> Result<(), DecodeError> {
+        match parsed {
+            Ok(Parsed::Blank | Parsed::Skipped) => {}
+            Ok(Parsed::Filtered) => {
+                self.chunk.records += 1;
+                self.chunk.filtered += 1;
+            }
+            Ok(Parsed::One(record)) => {
+                self.chunk.records += 1;
+                self.push(&record)?;
+            }
+            Ok(Parsed::Many(records)) => {
+                for record in records {
+                    self.chunk.records += 1;
+                    match record {
+                        Ok(record) => self.push(&record)?,
+                        Err((position, e)) => self.dead(position, e.to_string(), None, None),
+                    }
+                }
+            }
+            Err(e) => {
+                self.chunk.records += 1;
+                let at = match e {
+                    RecordError::NotUtf8(at) => Some(offset + at as u64),
+                    _ => None,
+                };
+                self.dead(position, e.to_string(), Some(text), at);
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<(), DecodeError> {
+        if !self.builder.is_empty() {
+            self.chunk.batch = Some(self.builder.take());
+        }
+        (self.emit)(self.chunk).map_err(DecodeError::Stopped)
+    }
+}
+
+impl<'a> ObjectDecoder<'a> {
     /// Reads the whole object, handing each chunk to `emit`; returns the
     /// number of compressed bytes read. A corrupt or truncated compressed
     /// stream is not an error: what was read before the fault is kept and
-    /// the fault is a dead letter.
+    /// the fault is reported in the last chunk.
     pub fn decode(
-        &self,
+        &'a self,
         object: &ObjectRef,
         source: impl Read,
-        encoder: &mut dyn Encoder,
-        mut emit: impl FnMut(Chunk) -> Result<(), String>,
+        encoder: &'a mut dyn Encoder,
+        emit: impl FnMut(Chunk) -> Result<(), String>,
     ) -> Result<u64, DecodeError> {
         let source_fault = Rc::new(RefCell::new(None));
         let source = FaultTracking {
@@ -67,77 +195,139 @@ impl ObjectDecoder<'_> {
             object: object.to_string(),
             error,
         };
-        let decoder = Decoder::new(source).map_err(read_failed)?;
-        let compression = decoder.compression;
-        let mut lines = Lines::new(decoder, self.max_record_bytes);
-        let mut builder = Builder::default();
-        let mut chunk = Chunk::default();
+        let mut decoder = Decoder::new(source).map_err(read_failed)?;
+        let mut head = Vec::new();
+        let sniffed = (&mut decoder).take(SNIFF_BYTES).read_to_end(&mut head);
+        let format = match self.format {
+            Format::Auto => detect(&head),
+            forced => forced,
+        };
+        let compression = decoder.compression();
+        let stream = Cursor::new(head).chain(&mut decoder);
 
+        let mut run = Run {
+            decoder: self,
+            object,
+            encoder,
+            builder: Builder::default(),
+            chunk: Chunk::default(),
+            emit,
+        };
+        let broke = match sniffed {
+            Err(e) => Some(e),
+            Ok(_) => match format {
+                Format::Text | Format::Ndjson | Format::Auto => {
+                    self.lines(&mut run, stream, format)?
+                }
+                Format::Json => self.values(&mut run, stream)?,
+            },
+        };
+        if let Some(e) = broke {
+            if let Some(fault) = source_fault.borrow_mut().take() {
+                return Err(read_failed(fault));
+            }
+            let at = decoder.compressed_offset();
+            run.chunk.fault = Some(
+                DeadLetter::new(
+                    object,
+                    format!("{compression:?} stream is corrupt or truncated near byte {at}: {e}"),
+                )
+                .offset(at),
+            );
+        }
+        run.finish()?;
+        Ok(decoder.compressed_offset())
+    }
+
+    /// Line-based formats; returns the error that broke the stream, if any.
+    fn lines<E: FnMut(Chunk) -> Result<(), String>>(
+        &self,
+        run: &mut Run<'_, '_, E>,
+        stream: impl Read,
+        format: Format,
+    ) -> Result<Option<io::Error>, DecodeError> {
+        let limit = match format {
+            Format::Text => self.max_record_bytes,
+            _ => self.max_record_bytes.saturating_mul(CONTAINER_FACTOR),
+        };
+        let mut lines = Lines::new(stream, limit);
         loop {
             let (number, offset, line) = match lines.next_line() {
                 Ok(Some(next)) => next,
-                Ok(None) => break,
-                Err(e) => {
-                    if let Some(fault) = source_fault.borrow_mut().take() {
-                        return Err(read_failed(fault));
-                    }
-                    let at = lines.get_ref().compressed_offset();
-                    chunk.letters.push(
-                        DeadLetter::new(
-                            object,
-                            format!("{compression:?} stream is corrupt or truncated near byte {at}: {e}"),
-                        )
-                        .offset(at),
-                    );
-                    break;
-                }
+                Ok(None) => return Ok(None),
+                Err(e) => return Ok(Some(e)),
             };
+            let position = Position::line(number);
             let text = match line {
                 Line::TooLong { bytes } => {
-                    chunk.records += 1;
-                    chunk.letters.push(
-                        DeadLetter::new(
-                            object,
-                            format!(
-                                "line of {bytes} bytes exceeds --max-record-bytes ({})",
-                                self.max_record_bytes
-                            ),
-                        )
-                        .line(number)
-                        .offset(offset),
-                    );
+                    run.chunk.records += 1;
+                    let reason = run.too_long(bytes);
+                    run.dead(position, reason, None, Some(offset));
                     continue;
                 }
                 Line::Text(text) if number == 1 => text.strip_prefix(UTF8_BOM).unwrap_or(text),
                 Line::Text(text) => text,
             };
-            match self.parser.parse(text) {
-                Ok(None) => {}
-                Ok(Some(record)) => {
-                    chunk.records += 1;
-                    builder.push(number, |out| encoder.encode(&record, out));
-                    if builder.is_full(&self.limits) {
-                        chunk.batch = Some(builder.take());
-                        emit(std::mem::take(&mut chunk)).map_err(DecodeError::Stopped)?;
-                    }
-                }
-                Err(e) => {
-                    chunk.records += 1;
-                    let mut letter = DeadLetter::new(object, e.to_string())
-                        .line(number)
-                        .record(text);
-                    if let RecordError::NotUtf8(at) = e {
-                        letter = letter.offset(offset + at as u64);
-                    }
-                    chunk.letters.push(letter);
-                }
+            let parsed = match format {
+                Format::Text => self.parser.text(text, position),
+                _ => self.parser.parse(text, position),
+            };
+            run.take(parsed, text, position, offset)?;
+        }
+    }
+
+    /// JSON streams; returns the error that broke the stream, if any.
+    fn values<E: FnMut(Chunk) -> Result<(), String>>(
+        &self,
+        run: &mut Run<'_, '_, E>,
+        stream: impl Read,
+    ) -> Result<Option<io::Error>, DecodeError> {
+        let mut values = Values::new(
+            stream,
+            self.max_record_bytes.saturating_mul(CONTAINER_FACTOR),
+        );
+        loop {
+            let value = match values.next_value() {
+                Ok(Some(value)) => value,
+                Ok(None) => return Ok(None),
+                Err(e) => return Ok(Some(e)),
+            };
+            let position = Position::line(value.line);
+            if value.truncated {
+                run.chunk.records += 1;
+                let reason = run.too_long(value.offset);
+                run.dead(position, reason, None, Some(value.offset));
+                continue;
+            }
+            let text = value.text.strip_prefix(UTF8_BOM).unwrap_or(value.text);
+            run.take(
+                self.parser.parse(text, position),
+                text,
+                position,
+                value.offset,
+            )?;
+        }
+    }
+}
+
+/// Chooses the format from the first bytes of the decompressed object.
+fn detect(head: &[u8]) -> Format {
+    let head = head.strip_prefix(UTF8_BOM).unwrap_or(head);
+    let start = head.trim_ascii_start();
+    match start.first() {
+        None => Format::Ndjson,
+        Some(b'[') => Format::Json,
+        Some(b'{') => {
+            // NDJSON when the first line is a whole object by itself.
+            let first_line = memchr::memchr(b'\n', start).map(|end| &start[..end]);
+            let whole = first_line.is_some_and(|line| scan_object(line, &[], &mut []).is_ok());
+            if whole {
+                Format::Ndjson
+            } else {
+                Format::Json
             }
         }
-        if !builder.is_empty() {
-            chunk.batch = Some(builder.take());
-        }
-        emit(chunk).map_err(DecodeError::Stopped)?;
-        Ok(lines.get_ref().compressed_offset())
+        Some(_) => Format::Text,
     }
 }
 
@@ -153,5 +343,26 @@ impl<R: Read> Read for FaultTracking<R> {
         self.inner.read(buf).inspect_err(|e| {
             *self.fault.borrow_mut() = Some(io::Error::new(e.kind(), e.to_string()));
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_the_format_from_the_first_bytes() {
+        assert_eq!(detect(b"{\"a\":1}\n{\"b\":2}\n"), Format::Ndjson);
+        assert_eq!(detect(b"\xEF\xBB\xBF{\"a\":1}\r\n"), Format::Ndjson);
+        assert_eq!(detect(b"{\"a\":1}{\"b\":2}"), Format::Json);
+        assert_eq!(detect(b"{\n  \"a\": 1\n}\n"), Format::Json);
+        assert_eq!(detect(b"  [{\"a\":1}]"), Format::Json);
+        assert_eq!(detect(b"2026-11-21 GET /x 200\n"), Format::Text);
+        assert_eq!(detect(b""), Format::Ndjson);
+        // A broken first object followed by a good one (Beats' test data).
+        assert_eq!(
+            detect(b"{\"bad\": json}{\"good\":\"json\"}\n"),
+            Format::Json
+        );
     }
 }

@@ -5,7 +5,9 @@
 //! (Firehose, `cat a.gz b.gz`) and zstd files of several frames are read to
 //! the end.
 
-use std::io::{self, BufReader, Chain, Cursor, Read};
+use std::cell::Cell;
+use std::io::{self, BufReader, Cursor, Read};
+use std::rc::Rc;
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
@@ -29,80 +31,86 @@ impl Compression {
     }
 }
 
-/// Counts the compressed bytes consumed, so a corrupt stream can be reported
-/// with the offset where decoding failed.
-pub struct Counted<R> {
+/// Counts the bytes read from the object, so a corrupt stream can be
+/// reported with the offset where decoding failed.
+struct Counted<R> {
     inner: R,
-    pub count: u64,
+    count: Rc<Cell<u64>>,
 }
 
 impl<R: Read> Read for Counted<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.count += n as u64;
+        self.count.set(self.count.get() + n as u64);
         Ok(n)
     }
-}
-
-type Peeked<R> = Chain<Cursor<Vec<u8>>, R>;
-
-/// A decompressing reader over `source`, whatever its compression.
-pub struct Decoder<R: Read> {
-    inner: Inner<R>,
-    pub compression: Compression,
-}
-
-enum Inner<R: Read> {
-    // Boxed: the inflate state is far larger than the other variants.
-    Gzip(Box<flate2::bufread::MultiGzDecoder<BufReader<Counted<Peeked<R>>>>>),
-    Zstd(zstd::stream::read::Decoder<'static, BufReader<Counted<Peeked<R>>>>),
-    Plain(Counted<Peeked<R>>),
 }
 
 /// Compressed input is read in chunks of this size.
 const READ_BUFFER: usize = 256 * 1024;
 
-impl<R: Read> Decoder<R> {
-    pub fn new(mut source: R) -> io::Result<Decoder<R>> {
-        // A stream may hand out fewer bytes than the magic in its first read.
-        let mut prefix = Vec::with_capacity(ZSTD_MAGIC.len());
-        (&mut source)
-            .take(ZSTD_MAGIC.len() as u64)
-            .read_to_end(&mut prefix)?;
-        let compression = Compression::detect(&prefix);
-        let counted = Counted {
-            inner: Cursor::new(prefix).chain(source),
-            count: 0,
-        };
-        let inner = match compression {
-            Compression::Gzip => Inner::Gzip(Box::new(flate2::bufread::MultiGzDecoder::new(
-                BufReader::with_capacity(READ_BUFFER, counted),
-            ))),
-            Compression::Zstd => Inner::Zstd(zstd::stream::read::Decoder::with_buffer(
-                BufReader::with_capacity(READ_BUFFER, counted),
-            )?),
-            Compression::None => Inner::Plain(counted),
-        };
-        Ok(Decoder { inner, compression })
+/// Compression nested deeper than this is not unwrapped (a payload that
+/// merely looks compressed after three layers is taken as it is).
+const MAX_LAYERS: usize = 3;
+
+/// A decompressing reader over an object, whatever its compression.
+pub struct Decoder<'a> {
+    reader: Box<dyn Read + 'a>,
+    /// Compression layers, outermost first. Firehose delivering CloudWatch
+    /// Logs payloads puts its own gzip around gzip'd payloads.
+    pub layers: Vec<Compression>,
+    read: Rc<Cell<u64>>,
+}
+
+impl<'a> Decoder<'a> {
+    pub fn new(source: impl Read + 'a) -> io::Result<Decoder<'a>> {
+        let read = Rc::new(Cell::new(0));
+        let mut reader: Box<dyn Read + 'a> = Box::new(Counted {
+            inner: source,
+            count: Rc::clone(&read),
+        });
+        let mut layers = Vec::new();
+        loop {
+            // A stream may hand out fewer bytes than the magic in one read.
+            let mut prefix = Vec::with_capacity(ZSTD_MAGIC.len());
+            (&mut reader)
+                .take(ZSTD_MAGIC.len() as u64)
+                .read_to_end(&mut prefix)?;
+            let compression = Compression::detect(&prefix);
+            let peeked = BufReader::with_capacity(READ_BUFFER, Cursor::new(prefix).chain(reader));
+            reader = match compression {
+                _ if layers.len() == MAX_LAYERS => Box::new(peeked),
+                Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(peeked)),
+                Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(peeked)?),
+                Compression::None => Box::new(peeked),
+            };
+            if compression == Compression::None || layers.len() == MAX_LAYERS {
+                break;
+            }
+            layers.push(compression);
+        }
+        Ok(Decoder {
+            reader,
+            layers,
+            read,
+        })
     }
 
-    /// Compressed bytes read so far (an upper bound of where a fault lies).
+    /// Bytes read from the object so far (an upper bound of where a fault
+    /// lies).
     pub fn compressed_offset(&self) -> u64 {
-        match &self.inner {
-            Inner::Gzip(d) => d.get_ref().get_ref().count,
-            Inner::Zstd(d) => d.get_ref().get_ref().count,
-            Inner::Plain(c) => c.count,
-        }
+        self.read.get()
+    }
+
+    /// The outermost compression, for messages.
+    pub fn compression(&self) -> Compression {
+        self.layers.first().copied().unwrap_or(Compression::None)
     }
 }
 
-impl<R: Read> Read for Decoder<R> {
+impl Read for Decoder<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match &mut self.inner {
-            Inner::Gzip(d) => d.read(buf),
-            Inner::Zstd(d) => d.read(buf),
-            Inner::Plain(c) => c.read(buf),
-        }
+        self.reader.read(buf)
     }
 }
 
@@ -122,7 +130,7 @@ mod tests {
         let mut d = Decoder::new(Cursor::new(bytes)).unwrap();
         let mut out = Vec::new();
         d.read_to_end(&mut out).unwrap();
-        (d.compression, out)
+        (d.compression(), out)
     }
 
     /// A reader that hands out one byte per read, like a slow network stream.
@@ -156,7 +164,18 @@ mod tests {
         let mut d = Decoder::new(Trickle(Cursor::new(gzip(b"x\n")))).unwrap();
         let mut out = Vec::new();
         d.read_to_end(&mut out).unwrap();
-        assert_eq!((d.compression, out), (Compression::Gzip, b"x\n".to_vec()));
+        assert_eq!((d.compression(), out), (Compression::Gzip, b"x\n".to_vec()));
+    }
+
+    #[test]
+    fn gzip_inside_gzip_is_unwrapped() {
+        let mut inner = gzip(b"{\"a\":1}");
+        inner.extend(gzip(b"{\"b\":2}"));
+        let mut d = Decoder::new(Cursor::new(gzip(&inner))).unwrap();
+        let mut out = Vec::new();
+        d.read_to_end(&mut out).unwrap();
+        assert_eq!(d.layers, [Compression::Gzip, Compression::Gzip]);
+        assert_eq!(out, b"{\"a\":1}{\"b\":2}");
     }
 
     #[test]

@@ -145,7 +145,7 @@ impl Delivery {
         reason: impl Into<String>,
     ) -> DeadLetter {
         DeadLetter::new(object, reason)
-            .line(batch.entries[item].line)
+            .position(batch.entries[item].position)
             .record(batch.document(item))
     }
 

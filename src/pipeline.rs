@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::io::SyncIoBridge;
 
 use crate::batch::{Batch, Limits};
-use crate::decode::ObjectDecoder;
+use crate::decode::{Format, ObjectDecoder};
 use crate::delivery::{Delivery, Undelivered};
 use crate::notification::ObjectRef;
 use crate::object::{ObjectStore, OpenError};
@@ -29,6 +29,7 @@ pub struct Pipeline {
     pub delivery: Delivery,
     pub limits: Limits,
     pub max_record_bytes: usize,
+    pub format: Format,
 }
 
 /// How an object ended when everything in it is accounted for.
@@ -104,14 +105,24 @@ impl Pipeline {
             parser: &self.parser,
             limits: self.limits,
             max_record_bytes: self.max_record_bytes,
+            format: self.format,
         };
         let mut encoder = self.delivery.sink.encoder(object);
         let bytes = decoder
             .decode(object, source, encoder.as_mut(), |chunk| {
                 Stats::add(&self.stats().records, chunk.records);
+                Stats::add(&self.stats().filtered, chunk.filtered);
                 self.delivery
                     .dead_letter(&chunk.letters)
                     .map_err(|e| e.to_string())?;
+                if let Some(fault) = chunk.fault {
+                    tracing::warn!(object = %object, "{}", fault.reason);
+                    self.delivery
+                        .dead_letters
+                        .append(&[fault])
+                        .map_err(|e| e.to_string())?;
+                    Stats::add(&self.stats().corrupt_objects, 1);
+                }
                 match chunk.batch {
                     // A closed channel means delivery gave up; it says why.
                     Some(batch) => batches

@@ -1,13 +1,18 @@
-//! Stage 4b: a line → a record: its `log_id`, its event time and its original
-//! JSON text.
+//! Stage 4b: a line or JSON value → records: each with its `log_id`, its
+//! event time and its JSON text.
 //!
-//! Only the few top-level fields needed are located (see `json_scan`); the
-//! record's bytes are passed on untouched, never parsed into a tree and
-//! re-serialized.
+//! In the common case (one log object per line) only a few top-level fields
+//! are located (see `json_scan`) and the record's bytes are passed on
+//! untouched, never parsed into a tree and re-serialized. Containers that
+//! AWS services write — CloudTrail files, CloudWatch Logs subscription
+//! payloads — are expanded into one record per entry, and EventBridge
+//! envelopes take their id and time from the envelope.
 
 use std::borrow::Cow;
 
-use chrono::DateTime;
+use chrono::{DateTime, SecondsFormat};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use sha1::{Digest, Sha1};
 use uuid::Uuid;
 
@@ -18,6 +23,21 @@ use crate::json_scan::{decode_string, scan_object, ScanError};
 /// already indexed.
 const FINGERPRINT_NAMESPACE: Uuid = Uuid::from_u128(0x6d2f_1c4e_8a4b_5d7e_9f10_2b3c_4d5e_6f70);
 
+/// Where a record lies in its object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    /// 1-based line where the record (or its container) starts.
+    pub line: u64,
+    /// 0-based index of the record in its container, if it was expanded.
+    pub entry: Option<u32>,
+}
+
+impl Position {
+    pub fn line(line: u64) -> Self {
+        Position { line, entry: None }
+    }
+}
+
 /// One log record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record<'a> {
@@ -27,49 +47,171 @@ pub struct Record<'a> {
     pub id_generated: bool,
     /// Event time in epoch milliseconds, when the record has a usable one.
     pub timestamp_ms: Option<i64>,
-    /// The record's JSON object text, trimmed.
-    pub json: &'a [u8],
+    /// The record's JSON object text, on one line.
+    pub json: Cow<'a, [u8]>,
+    pub position: Position,
+    /// The record already says where it came from (a `drsink` field): it is
+    /// being re-driven from the dead-letter store.
+    pub has_origin: bool,
+}
+
+/// What one line or value held.
+#[derive(Debug)]
+pub enum Parsed<'a> {
+    /// Only whitespace.
+    Blank,
+    /// Below `--min-level`.
+    Filtered,
+    /// A message that carries no log (a CloudWatch Logs CONTROL_MESSAGE).
+    Skipped,
+    One(Record<'a>),
+    /// The entries of a container; an entry that is not a usable record is
+    /// an error of its own.
+    Many(Vec<Result<Record<'static>, (Position, RecordError)>>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RecordError {
-    #[error("invalid UTF-8 at byte {0} of the line")]
+    #[error("invalid UTF-8 at byte {0} of the record")]
     NotUtf8(usize),
     #[error("not a JSON object: {0}")]
     NotObject(ScanError),
+    #[error("{0}")]
+    BadContainer(String),
 }
 
-/// How records are read: which field holds the event time, and what the
-/// fingerprint of a record without `log_id` covers.
+/// Log levels in order of severity, with the names producers use for them.
+const LEVELS: &[&[&str]] = &[
+    &["trace"],
+    &["debug"],
+    &["info", "information", "notice"],
+    &["warn", "warning"],
+    &["error", "err"],
+    &[
+        "critical",
+        "crit",
+        "fatal",
+        "alert",
+        "emergency",
+        "emerg",
+        "panic",
+    ],
+];
+
+/// The rank of a level name in `LEVELS`, case-insensitively.
+pub fn level_rank(name: &str) -> Option<usize> {
+    let name = name.trim().to_ascii_lowercase();
+    LEVELS
+        .iter()
+        .position(|names| names.contains(&name.as_str()))
+}
+
+/// How records are read.
 pub struct RecordParser {
-    /// `log_id`, the timestamp field, then the fingerprint fields.
+    timestamp_field: String,
+    /// The top-level keys located in every record; see the indices below.
     wanted: Vec<Vec<u8>>,
+    id_fields: usize,
+    min_level: Option<usize>,
 }
 
 const LOG_ID: usize = 0;
 const TIMESTAMP: usize = 1;
-const ID_FIELDS: usize = 2;
+const RECORDS: usize = 2;
+const MESSAGE_TYPE: usize = 3;
+const DETAIL_TYPE: usize = 4;
+const ORIGIN: usize = 5;
+const LEVEL: usize = 6;
+const ECS_LEVEL_DOTTED: usize = 7;
+const ECS_LOG: usize = 8;
+const ID_FIELDS: usize = 9;
+
+pub struct ParserOptions<'a> {
+    pub timestamp_field: &'a str,
+    pub id_fields: &'a [String],
+    pub level_field: &'a str,
+    /// Records below this level (a `level_rank`) are filtered out.
+    pub min_level: Option<usize>,
+}
 
 impl RecordParser {
-    pub fn new(timestamp_field: &str, id_fields: &[String]) -> Self {
-        let mut wanted = vec![b"log_id".to_vec(), timestamp_field.as_bytes().to_vec()];
-        wanted.extend(id_fields.iter().map(|f| f.as_bytes().to_vec()));
-        RecordParser { wanted }
+    pub fn new(options: &ParserOptions<'_>) -> Self {
+        let mut wanted: Vec<Vec<u8>> = [
+            "log_id",
+            options.timestamp_field,
+            "Records",
+            "messageType",
+            "detail-type",
+            "drsink",
+            options.level_field,
+            "log.level",
+            "log",
+        ]
+        .iter()
+        .map(|k| k.as_bytes().to_vec())
+        .collect();
+        wanted.extend(options.id_fields.iter().map(|f| f.as_bytes().to_vec()));
+        RecordParser {
+            timestamp_field: options.timestamp_field.to_owned(),
+            wanted,
+            id_fields: options.id_fields.len(),
+            min_level: options.min_level,
+        }
     }
 
-    /// Parses one line; `Ok(None)` for a blank line.
-    pub fn parse<'a>(&self, line: &'a [u8]) -> Result<Option<Record<'a>>, RecordError> {
-        let line = line.trim_ascii();
-        if line.is_empty() {
-            return Ok(None);
+    /// Parses one JSON object (a line, or a value of a JSON stream).
+    pub fn parse<'a>(&self, text: &'a [u8], position: Position) -> Result<Parsed<'a>, RecordError> {
+        let text = text.trim_ascii();
+        if text.is_empty() {
+            return Ok(Parsed::Blank);
         }
-        simdutf8::compat::from_utf8(line).map_err(|e| RecordError::NotUtf8(e.valid_up_to()))?;
+        simdutf8::compat::from_utf8(text).map_err(|e| RecordError::NotUtf8(e.valid_up_to()))?;
 
-        let wanted: Vec<&[u8]> = self.wanted.iter().map(Vec::as_slice).collect();
+        // Level fields are looked for only when filtering, since every
+        // wanted key costs a comparison per key of every record.
+        let wanted_count = if self.min_level.is_some() {
+            ID_FIELDS
+        } else {
+            LEVEL
+        };
+        let wanted: Vec<&[u8]> = self.wanted[..wanted_count]
+            .iter()
+            .chain(&self.wanted[ID_FIELDS..])
+            .map(Vec::as_slice)
+            .collect();
         let mut found = vec![None; wanted.len()];
-        scan_object(line, &wanted, &mut found).map_err(RecordError::NotObject)?;
+        scan_object(text, &wanted, &mut found).map_err(RecordError::NotObject)?;
+        let field = |index: usize| -> Option<&'a [u8]> {
+            match index {
+                _ if index < wanted_count => found[index],
+                _ if index >= ID_FIELDS => found[wanted_count + index - ID_FIELDS],
+                _ => None,
+            }
+        };
 
-        let given_id = found[LOG_ID].and_then(|raw| match decode_string(raw) {
+        if let Some(minimum) = self.min_level {
+            if self
+                .level(field(LEVEL), field(ECS_LEVEL_DOTTED), field(ECS_LOG))
+                .is_some_and(|rank| rank < minimum)
+            {
+                return Ok(Parsed::Filtered);
+            }
+        }
+        if field(LOG_ID).is_none() {
+            if field(MESSAGE_TYPE).is_some() {
+                return self.cloudwatch(text, position);
+            }
+            if field(RECORDS).is_some_and(|r| r.starts_with(b"[")) {
+                return self.cloudtrail(text, position);
+            }
+            if field(DETAIL_TYPE).is_some() {
+                if let Some(record) = self.eventbridge(text, field(TIMESTAMP), position) {
+                    return Ok(Parsed::One(record));
+                }
+            }
+        }
+
+        let given_id = field(LOG_ID).and_then(|raw| match decode_string(raw) {
             Some(id) if !id.is_empty() => Some(id),
             Some(_) => None,
             // A non-string id (say, a number) is used as written.
@@ -77,28 +219,243 @@ impl RecordParser {
         });
         let (log_id, id_generated) = match given_id {
             Some(id) => (id, false),
-            None => (
-                Cow::Owned(self.fingerprint(line, &found[ID_FIELDS..])),
-                // A record whose `log_id` is present but unusable (empty)
-                // keeps its own field: adding another would duplicate the key.
-                found[LOG_ID].is_none(),
-            ),
+            None => {
+                let fields: Vec<Option<&[u8]>> =
+                    (0..self.id_fields).map(|i| field(ID_FIELDS + i)).collect();
+                (
+                    Cow::Owned(self.fingerprint(text, &fields)),
+                    // A record whose `log_id` is present but unusable (empty)
+                    // keeps its own field: adding another would duplicate the key.
+                    field(LOG_ID).is_none(),
+                )
+            }
         };
-        Ok(Some(Record {
+        Ok(Parsed::One(Record {
             log_id,
             id_generated,
-            timestamp_ms: found[TIMESTAMP].and_then(parse_timestamp),
-            json: line,
+            timestamp_ms: field(TIMESTAMP).and_then(parse_timestamp),
+            json: one_line(text),
+            position,
+            has_origin: field(ORIGIN).is_some(),
         }))
+    }
+
+    /// A line that is not JSON, as `{"message": LINE}`.
+    pub fn text(&self, line: &[u8], position: Position) -> Result<Parsed<'static>, RecordError> {
+        let line = line.trim_ascii_end();
+        if line.trim_ascii().is_empty() {
+            return Ok(Parsed::Blank);
+        }
+        let text = std::str::from_utf8(line).map_err(|e| RecordError::NotUtf8(e.valid_up_to()))?;
+        let json = serde_json::to_vec(&serde_json::json!({ "message": text }))
+            .map_err(|e| RecordError::BadContainer(e.to_string()))?;
+        Ok(Parsed::One(Record {
+            log_id: Cow::Owned(self.fingerprint(line, &[])),
+            id_generated: true,
+            timestamp_ms: None,
+            json: Cow::Owned(json),
+            position,
+            has_origin: false,
+        }))
+    }
+
+    fn level(
+        &self,
+        level: Option<&[u8]>,
+        dotted: Option<&[u8]>,
+        log: Option<&[u8]>,
+    ) -> Option<usize> {
+        let nested = || {
+            let mut found = [None];
+            scan_object(log?, &[b"level"], &mut found).ok()?;
+            found[0]
+        };
+        let raw = level.or(dotted).or_else(nested)?;
+        level_rank(&decode_string(raw)?)
+    }
+
+    /// CloudWatch Logs subscription payload: one record per log event.
+    fn cloudwatch<'a>(
+        &self,
+        text: &'a [u8],
+        position: Position,
+    ) -> Result<Parsed<'a>, RecordError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Payload<'a> {
+            #[serde(borrow)]
+            message_type: Cow<'a, str>,
+            #[serde(default, borrow)]
+            owner: Cow<'a, str>,
+            #[serde(default, borrow)]
+            log_group: Cow<'a, str>,
+            #[serde(default, borrow)]
+            log_stream: Cow<'a, str>,
+            #[serde(default, borrow)]
+            log_events: Vec<Event<'a>>,
+        }
+        #[derive(Deserialize)]
+        struct Event<'a> {
+            #[serde(borrow)]
+            id: Cow<'a, str>,
+            timestamp: i64,
+            #[serde(borrow)]
+            message: Cow<'a, str>,
+        }
+        let bad = |e: serde_json::Error| {
+            RecordError::BadContainer(format!("unreadable CloudWatch Logs payload: {e}"))
+        };
+        let payload: Payload = serde_json::from_slice(text).map_err(bad)?;
+        if payload.message_type != "DATA_MESSAGE" {
+            return Ok(Parsed::Skipped);
+        }
+        let records = payload
+            .log_events
+            .iter()
+            .enumerate()
+            .map(|(i, event)| {
+                let position = Position {
+                    line: position.line,
+                    entry: Some(i as u32),
+                };
+                let time = DateTime::from_timestamp_millis(event.timestamp)
+                    .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true));
+                let mut doc = serde_json::Map::new();
+                doc.insert("log_id".into(), event.id.as_ref().into());
+                if let Some(time) = time {
+                    doc.insert(self.timestamp_field.clone(), time.into());
+                }
+                doc.insert("message".into(), event.message.as_ref().into());
+                // A message that is itself JSON is kept parsed as well, so
+                // its fields can be searched.
+                if event.message.trim_start().starts_with('{') {
+                    if let Ok(parsed @ serde_json::Value::Object(_)) =
+                        serde_json::from_str(&event.message)
+                    {
+                        doc.insert("json".into(), parsed);
+                    }
+                }
+                doc.insert("logGroup".into(), payload.log_group.as_ref().into());
+                doc.insert("logStream".into(), payload.log_stream.as_ref().into());
+                doc.insert("owner".into(), payload.owner.as_ref().into());
+                let json = serde_json::to_vec(&doc)
+                    .map_err(|e| (position, RecordError::BadContainer(e.to_string())))?;
+                Ok(Record {
+                    log_id: Cow::Owned(event.id.clone().into_owned()),
+                    id_generated: false,
+                    timestamp_ms: Some(event.timestamp),
+                    json: Cow::Owned(json),
+                    position,
+                    has_origin: false,
+                })
+            })
+            .collect();
+        Ok(Parsed::Many(records))
+    }
+
+    /// CloudTrail file: one record per `Records[]` entry, id `eventID`, time
+    /// `eventTime`.
+    fn cloudtrail<'a>(
+        &self,
+        text: &'a [u8],
+        position: Position,
+    ) -> Result<Parsed<'a>, RecordError> {
+        #[derive(Deserialize)]
+        struct Trail<'a> {
+            #[serde(rename = "Records", borrow)]
+            records: Vec<&'a RawValue>,
+        }
+        let trail: Trail = serde_json::from_slice(text)
+            .map_err(|e| RecordError::BadContainer(format!("unreadable CloudTrail file: {e}")))?;
+        let records = trail
+            .records
+            .iter()
+            .enumerate()
+            .map(|(i, entry)| {
+                let position = Position {
+                    line: position.line,
+                    entry: Some(i as u32),
+                };
+                self.enveloped(entry.get().as_bytes(), b"eventID", b"eventTime", position)
+                    .map_err(|e| (position, e))
+            })
+            .collect();
+        Ok(Parsed::Many(records))
+    }
+
+    /// EventBridge event: the envelope's `id` and `time` are the record's.
+    fn eventbridge<'a>(
+        &self,
+        text: &'a [u8],
+        timestamp: Option<&[u8]>,
+        position: Position,
+    ) -> Option<Record<'a>> {
+        if timestamp.is_some() {
+            // Not an envelope as EventBridge writes it, or one that already
+            // has its own event time: treat as an ordinary record.
+            return None;
+        }
+        self.enveloped(text, b"id", b"time", position).ok()
+    }
+
+    /// A record whose id and time are in fields of its own (`id_key`,
+    /// `time_key`): they are copied to `log_id` and the timestamp field.
+    fn enveloped(
+        &self,
+        text: &[u8],
+        id_key: &[u8],
+        time_key: &[u8],
+        position: Position,
+    ) -> Result<Record<'static>, RecordError> {
+        let mut found = [None; 3];
+        scan_object(
+            text,
+            &[id_key, time_key, self.timestamp_field.as_bytes()],
+            &mut found,
+        )
+        .map_err(RecordError::NotObject)?;
+        let [id, time, own_timestamp] = found;
+        let id = id.and_then(decode_string).filter(|id| !id.is_empty());
+        let time_text = time.and_then(decode_string);
+        let mut json = b"{".to_vec();
+        let log_id = match &id {
+            Some(id) => id.clone().into_owned(),
+            None => self.fingerprint(text, &[]),
+        };
+        json.extend_from_slice(b"\"log_id\":");
+        serde_json::to_writer(&mut json, &log_id)
+            .map_err(|e| RecordError::BadContainer(e.to_string()))?;
+        json.push(b',');
+        if let (Some(time), None) = (&time_text, own_timestamp) {
+            serde_json::to_writer(&mut json, &self.timestamp_field)
+                .map_err(|e| RecordError::BadContainer(e.to_string()))?;
+            json.push(b':');
+            serde_json::to_writer(&mut json, time.as_ref())
+                .map_err(|e| RecordError::BadContainer(e.to_string()))?;
+            json.push(b',');
+        }
+        let rest = &text.trim_ascii()[1..];
+        if rest.trim_ascii_start().starts_with(b"}") {
+            json.pop();
+        }
+        json.extend_from_slice(rest);
+        Ok(Record {
+            log_id: Cow::Owned(log_id),
+            id_generated: false,
+            timestamp_ms: own_timestamp.or(time).and_then(parse_timestamp),
+            json: Cow::Owned(one_line(&json).into_owned()),
+            position,
+            has_origin: false,
+        })
     }
 
     /// A UUID v5 of the record's content only, so the copy of a line read
     /// from the other region's object gets the same id.
-    fn fingerprint(&self, line: &[u8], fields: &[Option<&[u8]>]) -> String {
+    fn fingerprint(&self, text: &[u8], fields: &[Option<&[u8]>]) -> String {
         let mut hasher = Sha1::new();
         hasher.update(FINGERPRINT_NAMESPACE.as_bytes());
         if fields.is_empty() {
-            hasher.update(line);
+            hasher.update(text);
         } else {
             for (name, value) in self.wanted[ID_FIELDS..].iter().zip(fields) {
                 hasher.update(name);
@@ -116,6 +473,19 @@ impl RecordParser {
             .hyphenated()
             .to_string()
     }
+}
+
+/// A bulk request holds one document per line. In valid JSON a line break
+/// can only be whitespace between tokens, so it can become a space.
+fn one_line(text: &[u8]) -> Cow<'_, [u8]> {
+    if memchr::memchr2(b'\n', b'\r', text).is_none() {
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(
+        text.iter()
+            .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b })
+            .collect(),
+    )
 }
 
 /// RFC 3339 text, or epoch milliseconds as a JSON number.
@@ -140,50 +510,81 @@ fn parse_timestamp(raw: &[u8]) -> Option<i64> {
 mod tests {
     use super::*;
 
+    fn parser_with(id_fields: &[String], min_level: Option<&str>) -> RecordParser {
+        RecordParser::new(&ParserOptions {
+            timestamp_field: "@timestamp",
+            id_fields,
+            level_field: "level",
+            min_level: min_level.and_then(level_rank),
+        })
+    }
+
     fn parser() -> RecordParser {
-        RecordParser::new("@timestamp", &[])
+        parser_with(&[], None)
+    }
+
+    fn one(parsed: Parsed<'_>) -> Record<'_> {
+        match parsed {
+            Parsed::One(r) => r,
+            other => panic!("expected one record, got {other:?}"),
+        }
+    }
+
+    fn many(parsed: Parsed<'_>) -> Vec<Record<'static>> {
+        match parsed {
+            Parsed::Many(records) => records.into_iter().map(|r| r.unwrap()).collect(),
+            other => panic!("expected records, got {other:?}"),
+        }
+    }
+
+    fn at(line: u64) -> Position {
+        Position::line(line)
+    }
+
+    fn json(record: &Record<'_>) -> serde_json::Value {
+        serde_json::from_slice(&record.json).unwrap()
     }
 
     #[test]
     fn given_log_id_is_used_and_not_added_again() {
-        let r = parser()
-            .parse(br#" {"log_id":"a-1","@timestamp":"2026-11-21T23:59:59Z"} "#)
-            .unwrap()
-            .unwrap();
+        let r = one(parser()
+            .parse(
+                br#" {"log_id":"a-1","@timestamp":"2026-11-21T23:59:59Z"} "#,
+                at(1),
+            )
+            .unwrap());
         assert_eq!(r.log_id, "a-1");
         assert!(!r.id_generated);
         assert_eq!(r.timestamp_ms, Some(1_795_305_599_000));
         assert_eq!(
-            r.json,
+            &r.json[..],
             br#"{"log_id":"a-1","@timestamp":"2026-11-21T23:59:59Z"}"#
         );
+        assert!(matches!(r.json, Cow::Borrowed(_)));
     }
 
     #[test]
     fn fingerprint_depends_on_content_only_and_is_a_uuid_v5() {
         let p = parser();
-        let a = p.parse(br#"{"msg":"x"}"#).unwrap().unwrap();
-        let b = p.parse(b"  {\"msg\":\"x\"}\r").unwrap().unwrap();
-        let c = p.parse(br#"{"msg":"y"}"#).unwrap().unwrap();
+        let a = one(p.parse(br#"{"msg":"x"}"#, at(1)).unwrap());
+        let b = one(p.parse(b"  {\"msg\":\"x\"}\r", at(9)).unwrap());
+        let c = one(p.parse(br#"{"msg":"y"}"#, at(1)).unwrap());
         assert!(a.id_generated);
         assert_eq!(a.log_id, b.log_id);
         assert_ne!(a.log_id, c.log_id);
-        let id = Uuid::parse_str(&a.log_id).unwrap();
-        assert_eq!(id.get_version_num(), 5);
+        assert_eq!(Uuid::parse_str(&a.log_id).unwrap().get_version_num(), 5);
     }
 
     #[test]
     fn id_fields_limit_the_fingerprint() {
-        let p = RecordParser::new("@timestamp", &["host".into(), "seq".into()]);
-        let a = p
-            .parse(br#"{"host":"h","seq":1,"received":"t1"}"#)
-            .unwrap()
-            .unwrap();
-        let b = p
-            .parse(br#"{"received":"t2","seq":1,"host":"h"}"#)
-            .unwrap()
-            .unwrap();
-        let c = p.parse(br#"{"host":"h","seq":2}"#).unwrap().unwrap();
+        let p = parser_with(&["host".into(), "seq".into()], None);
+        let a = one(p
+            .parse(br#"{"host":"h","seq":1,"received":"t1"}"#, at(1))
+            .unwrap());
+        let b = one(p
+            .parse(br#"{"received":"t2","seq":1,"host":"h"}"#, at(1))
+            .unwrap());
+        let c = one(p.parse(br#"{"host":"h","seq":2}"#, at(1)).unwrap());
         assert_eq!(a.log_id, b.log_id);
         assert_ne!(a.log_id, c.log_id);
     }
@@ -191,7 +592,7 @@ mod tests {
     #[test]
     fn timestamps_in_rfc3339_and_epoch_millis() {
         let p = parser();
-        let ts = |line: &[u8]| p.parse(line).unwrap().unwrap().timestamp_ms;
+        let ts = |line: &[u8]| one(p.parse(line, at(1)).unwrap()).timestamp_ms;
         assert_eq!(
             ts(br#"{"@timestamp":1795305599000}"#),
             Some(1_795_305_599_000)
@@ -207,15 +608,102 @@ mod tests {
     #[test]
     fn blank_lines_are_skipped_and_bad_lines_are_errors() {
         let p = parser();
-        assert_eq!(p.parse(b"  \r").unwrap(), None);
+        assert!(matches!(p.parse(b"  \r", at(1)).unwrap(), Parsed::Blank));
         assert!(matches!(
-            p.parse(b"plain text"),
+            p.parse(b"plain text", at(1)),
             Err(RecordError::NotObject(_))
         ));
         assert!(matches!(
-            p.parse(br#"{"a":"b"#),
+            p.parse(br#"{"a":"b"#, at(1)),
             Err(RecordError::NotObject(_))
         ));
-        assert_eq!(p.parse(b"{\"a\":\"\xff\"}"), Err(RecordError::NotUtf8(6)));
+        assert_eq!(
+            p.parse(b"{\"a\":\"\xff\"}", at(1)).unwrap_err(),
+            RecordError::NotUtf8(6)
+        );
+    }
+
+    #[test]
+    fn pretty_printed_objects_become_one_line() {
+        let r = one(parser()
+            .parse(b"{\n  \"a\": 1,\r\n  \"b\": \"x\"\n}", at(3))
+            .unwrap());
+        assert_eq!(&r.json[..], b"{   \"a\": 1,    \"b\": \"x\" }");
+        assert_eq!(r.position, at(3));
+    }
+
+    #[test]
+    fn text_lines_become_messages_with_fingerprints() {
+        let p = parser();
+        let a = one(p.text(b"GET /index.html 200\r", at(2)).unwrap());
+        let b = one(p.text(b"GET /index.html 200", at(7)).unwrap());
+        assert_eq!(
+            json(&a),
+            serde_json::json!({"message": "GET /index.html 200"})
+        );
+        assert_eq!(a.log_id, b.log_id);
+        assert!(a.id_generated);
+        assert!(matches!(p.text(b"   ", at(1)).unwrap(), Parsed::Blank));
+    }
+
+    #[test]
+    fn cloudwatch_payloads_expand_into_their_events() {
+        let p = parser();
+        let payload = br#"{"messageType":"DATA_MESSAGE","owner":"1234","logGroup":"/aws/lambda/x","logStream":"s","subscriptionFilters":["f"],"logEvents":[{"id":"e1","timestamp":1795305599000,"message":"START"},{"id":"e2","timestamp":1795305600000,"message":"{\"level\":\"error\",\"n\":1}"}]}"#;
+        let records = many(p.parse(payload, at(4)).unwrap());
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[0].log_id, "e1");
+        assert_eq!(records[0].timestamp_ms, Some(1_795_305_599_000));
+        assert_eq!(
+            records[1].position,
+            Position {
+                line: 4,
+                entry: Some(1)
+            }
+        );
+        let doc = json(&records[1]);
+        assert_eq!(doc["log_id"], "e2");
+        assert_eq!(doc["@timestamp"], "2026-11-22T00:00:00.000Z");
+        assert_eq!(doc["json"]["level"], "error");
+        assert_eq!(doc["logGroup"], "/aws/lambda/x");
+        assert_eq!(doc["owner"], "1234");
+        let control = br#"{"messageType":"CONTROL_MESSAGE","logEvents":[{"id":"","timestamp":1,"message":"health"}]}"#;
+        assert!(matches!(p.parse(control, at(1)).unwrap(), Parsed::Skipped));
+    }
+
+    #[test]
+    fn cloudtrail_files_expand_into_their_entries() {
+        let trail = br#"{"Records":[{"eventID":"t-1","eventTime":"2026-11-21T12:00:00Z","eventName":"PutObject"},{"eventTime":"2026-11-21T12:00:01Z"}]}"#;
+        let records = many(parser().parse(trail, at(1)).unwrap());
+        assert_eq!(records[0].log_id, "t-1");
+        assert_eq!(json(&records[0])["@timestamp"], "2026-11-21T12:00:00Z");
+        assert_eq!(json(&records[0])["eventName"], "PutObject");
+        assert_eq!(records[1].timestamp_ms, Some(1_795_262_401_000));
+        assert_eq!(json(&records[1])["log_id"], records[1].log_id.as_ref());
+    }
+
+    #[test]
+    fn eventbridge_envelopes_take_id_and_time() {
+        let event = br#"{"version":"0","id":"ev-1","detail-type":"x","source":"s","time":"2026-11-21T12:00:00Z","detail":{"a":1}}"#;
+        let r = one(parser().parse(event, at(1)).unwrap());
+        assert_eq!(r.log_id, "ev-1");
+        assert!(!r.id_generated);
+        assert_eq!(json(&r)["@timestamp"], "2026-11-21T12:00:00Z");
+        assert_eq!(json(&r)["detail"]["a"], 1);
+    }
+
+    #[test]
+    fn min_level_filters_with_aliases_and_ecs_fallback() {
+        let p = parser_with(&[], Some("WARN"));
+        let kept = |line: &[u8]| !matches!(p.parse(line, at(1)).unwrap(), Parsed::Filtered);
+        assert!(kept(br#"{"level":"ERROR"}"#));
+        assert!(kept(br#"{"level":"warning"}"#));
+        assert!(kept(br#"{"level":"Fatal"}"#));
+        assert!(!kept(br#"{"level":"info"}"#));
+        assert!(!kept(br#"{"log.level":"debug"}"#));
+        assert!(!kept(br#"{"log":{"level":"INFO"}}"#));
+        assert!(kept(br#"{"log":{"level":"crit"}}"#));
+        assert!(kept(br#"{"message":"no level"}"#));
+        assert!(kept(br#"{"level":"unknown-level"}"#));
     }
 }

@@ -39,8 +39,16 @@ counters! {
     indexed,
     /// Records already present under the same log_id.
     duplicates,
-    /// Records (and unreadable object tails) written to the dead-letter store.
+    /// Records written to the dead-letter store.
     dead_lettered,
+    /// Records dropped by `--min-level` (not dead letters).
+    filtered,
+    /// Objects whose compressed stream broke off; what came before the fault
+    /// is indexed, the fault is in the dead-letter store.
+    corrupt_objects,
+    /// SQS messages of no known shape written to the dead-letter store after
+    /// `--max-receives` receives.
+    dead_lettered_messages,
     /// Item retries sent to the sink.
     retried,
     /// Messages whose processing failed; left on the queue to come back.

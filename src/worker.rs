@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::aws::describe;
+use crate::dead_letter::DeadLetter;
 use crate::delivery::Undelivered;
 use crate::notification::{self, Notification};
 use crate::pipeline::{ObjectError, Pipeline};
@@ -43,6 +44,7 @@ pub struct Settings {
     pub wait_seconds: i32,
     pub visibility_timeout: Option<u32>,
     pub exit_when_idle: bool,
+    pub max_receives: Option<u32>,
     pub shutdown_timeout: Duration,
 }
 
@@ -216,8 +218,7 @@ impl Worker {
                 objects
             }
             Err(e) => {
-                tracing::error!(message_id = %id, "message {id} is not an S3 notification ({e}); left for the queue's redrive policy");
-                Stats::add(&self.stats().failed, 1);
+                self.poison(&message, &id, &receipt, &e.to_string()).await;
                 return;
             }
         };
@@ -242,6 +243,40 @@ impl Worker {
             }
             Err((object, e)) => {
                 tracing::error!(message_id = %id, object = %object, "message {id}: {e}; it stays queued and comes back after its visibility timeout");
+                Stats::add(&self.stats().failed, 1);
+            }
+        }
+    }
+
+    /// A message of no known shape is never deleted silently and never loops
+    /// forever: it is left for the queue's redrive policy, or with
+    /// `--max-receives` dead-lettered and deleted once received that often.
+    async fn poison(&self, message: &Message, id: &str, receipt: &str, reason: &str) {
+        let receives = message
+            .attributes()
+            .and_then(|a| {
+                a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount)
+            })
+            .and_then(|n| n.parse::<u32>().ok())
+            .unwrap_or(1);
+        let reason = format!("message {id} is not an S3 notification: {reason}");
+        match self.settings.max_receives {
+            Some(max) if receives >= max => {
+                let letter = DeadLetter::message(id, message.body().unwrap_or_default(), &reason);
+                match self.pipeline.delivery.dead_letters.append(&[letter]) {
+                    Ok(()) => {
+                        tracing::error!(message_id = %id, "{reason}; received {receives} times, so it is dead-lettered and deleted");
+                        Stats::add(&self.stats().dead_lettered_messages, 1);
+                        self.delete(id, receipt).await;
+                    }
+                    Err(e) => {
+                        tracing::error!(message_id = %id, "{reason}; dead-lettering it failed ({e}), so it stays queued");
+                        Stats::add(&self.stats().failed, 1);
+                    }
+                }
+            }
+            _ => {
+                tracing::error!(message_id = %id, "{reason}; left for the queue's redrive policy (received {receives} times)");
                 Stats::add(&self.stats().failed, 1);
             }
         }

@@ -93,6 +93,9 @@ fn transport_error(err: reqwest::Error) -> String {
 struct EsEncoder {
     action: &'static [u8],
     router: Router,
+    /// `"drsink":{"source":"s3://bucket/key","line":` — where every
+    /// document came from, so an operator can trace it to its archive object.
+    origin: Vec<u8>,
 }
 
 impl Encoder for EsEncoder {
@@ -103,19 +106,28 @@ impl Encoder for EsEncoder {
         write_json_str(out, &record.log_id);
         out.extend_from_slice(b"}}\n");
         let start = out.len();
-        if record.id_generated {
-            // Splice the generated id in front of the record's own fields
-            // rather than re-serializing the record.
-            out.extend_from_slice(b"{\"log_id\":");
-            write_json_str(out, &record.log_id);
-            let rest = &record.json[1..];
-            if !rest.trim_ascii_start().starts_with(b"}") {
-                out.push(b',');
+        // Fields are spliced in front of the record's own rather than
+        // re-serializing the record.
+        out.push(b'{');
+        if !record.has_origin {
+            out.extend_from_slice(&self.origin);
+            out.extend_from_slice(itoa::Buffer::new().format(record.position.line).as_bytes());
+            if let Some(entry) = record.position.entry {
+                out.extend_from_slice(b",\"entry\":");
+                out.extend_from_slice(itoa::Buffer::new().format(entry).as_bytes());
             }
-            out.extend_from_slice(rest);
-        } else {
-            out.extend_from_slice(record.json);
+            out.extend_from_slice(b"},");
         }
+        if record.id_generated {
+            out.extend_from_slice(b"\"log_id\":");
+            write_json_str(out, &record.log_id);
+            out.push(b',');
+        }
+        let rest = &record.json[1..];
+        if rest.trim_ascii_start().starts_with(b"}") && out.last() == Some(&b',') {
+            out.pop();
+        }
+        out.extend_from_slice(rest);
         let end = out.len();
         out.push(b'\n');
         start..end
@@ -191,8 +203,12 @@ fn classify(action: EsAction, item: &ItemResult) -> ItemOutcome {
 
 #[async_trait]
 impl Sink for Elasticsearch {
-    fn encoder(&self, _object: &ObjectRef) -> Box<dyn Encoder> {
+    fn encoder(&self, object: &ObjectRef) -> Box<dyn Encoder> {
+        let mut origin = b"\"drsink\":{\"source\":".to_vec();
+        write_json_str(&mut origin, &object.to_string());
+        origin.extend_from_slice(b",\"line\":");
         Box::new(EsEncoder {
+            origin,
             action: match self.action {
                 EsAction::Create => b"{\"create\":{\"_index\":",
                 EsAction::Index => b"{\"index\":{\"_index\":",
@@ -280,6 +296,7 @@ impl Sink for Elasticsearch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::records::Position;
 
     fn item(status: u16, result: Option<&str>, error: Option<Value>) -> ItemResult {
         ItemResult {
@@ -353,35 +370,63 @@ mod tests {
         (text, String::from_utf8(out[doc].to_vec()).unwrap())
     }
 
-    #[test]
-    fn encodes_create_actions_and_splices_generated_ids() {
-        let (text, doc) = encode(Record {
-            log_id: "a\"1".into(),
-            id_generated: false,
+    fn record(log_id: &str, id_generated: bool, json: &'static [u8]) -> Record<'static> {
+        Record {
+            log_id: log_id.to_owned().into(),
+            id_generated,
             timestamp_ms: Some(1_795_305_599_000),
-            json: br#"{"log_id":"a\"1"}"#,
-        });
+            json: json.into(),
+            position: Position::line(7),
+            has_origin: false,
+        }
+    }
+
+    #[test]
+    fn encodes_create_actions_with_origin_and_given_ids() {
+        let (text, doc) = encode(record("a\"1", false, br#"{"log_id":"a\"1"}"#));
         assert_eq!(
             text,
-            "{\"create\":{\"_index\":\"logs-2026.11.21\",\"_id\":\"a\\\"1\"}}\n{\"log_id\":\"a\\\"1\"}\n"
+            format!(
+                "{{\"create\":{{\"_index\":\"logs-2026.11.21\",\"_id\":\"a\\\"1\"}}}}\n{doc}\n"
+            )
         );
-        assert_eq!(doc, r#"{"log_id":"a\"1"}"#);
+        assert_eq!(
+            doc,
+            r#"{"drsink":{"source":"s3://b/k","line":7},"log_id":"a\"1"}"#
+        );
+    }
 
-        let (_, doc) = encode(Record {
-            log_id: "g".into(),
-            id_generated: true,
-            timestamp_ms: None,
-            json: br#"{"msg":"x"}"#,
-        });
-        assert_eq!(doc, r#"{"log_id":"g","msg":"x"}"#);
-        let (text, doc) = encode(Record {
-            log_id: "g".into(),
-            id_generated: true,
-            timestamp_ms: None,
-            json: b"{ }",
-        });
-        assert_eq!(doc, r#"{"log_id":"g" }"#);
+    #[test]
+    fn splices_generated_ids_and_container_entries() {
+        let (_, doc) = encode(record("g", true, br#"{"msg":"x"}"#));
+        assert_eq!(
+            doc,
+            r#"{"drsink":{"source":"s3://b/k","line":7},"log_id":"g","msg":"x"}"#
+        );
+        let mut empty = record("g", true, b"{ }");
+        empty.timestamp_ms = None;
+        empty.position.entry = Some(2);
+        let (text, doc) = encode(empty);
+        assert_eq!(
+            doc,
+            r#"{"drsink":{"source":"s3://b/k","line":7,"entry":2},"log_id":"g" }"#
+        );
         assert!(text.contains("logs-undated"));
+    }
+
+    #[test]
+    fn redriven_records_keep_their_origin() {
+        let mut again = record(
+            "g",
+            false,
+            br#"{"drsink":{"source":"s3://a/b","line":1},"log_id":"g"}"#,
+        );
+        again.has_origin = true;
+        let (_, doc) = encode(again);
+        assert_eq!(
+            doc,
+            r#"{"drsink":{"source":"s3://a/b","line":1},"log_id":"g"}"#
+        );
     }
 
     #[test]

@@ -1,0 +1,409 @@
+//! `drsink redrive --from DIR`: re-submits dead letters (for example after a
+//! mapping fix) through the same sink and the same `Delivery` as the worker,
+//! so retries, dead letters and counting behave alike.
+//!
+//! Each NDJSON entry with a `record` is re-parsed and re-encoded; the record
+//! is the document as it was sent (with a generated `log_id` already in it),
+//! so it keeps its id and its index. A file is removed only once every entry
+//! in it is accounted for: accepted (indexed or a duplicate), rejected again
+//! (a new dead letter, written by `Delivery`), or kept as it was (entries
+//! without a record, such as a corrupt object tail, and records that no
+//! longer parse). Kept entries are copied verbatim into the new dead-letter
+//! file before the old file goes, so a crash at any point can only leave an
+//! entry twice, never lose it.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+use tokio::io::AsyncBufReadExt;
+
+use crate::batch::{Batch, Builder, Limits};
+use crate::delivery::Undelivered;
+use crate::notification::ObjectRef;
+use crate::pipeline::Pipeline;
+use crate::records::{Parsed, Position, RecordParser};
+use crate::sink::Encoder;
+use crate::stats::Stats;
+use crate::worker::Shutdown;
+
+/// Kept entries are written out once this many bytes are waiting, so a file
+/// full of unparsable records does not pile up in memory.
+const KEEP_FLUSH_BYTES: usize = 1024 * 1024;
+
+/// The fields of a dead letter that a redrive needs; the rest is carried
+/// along only when the entry is kept verbatim.
+#[derive(Debug, Deserialize)]
+struct Letter {
+    bucket: String,
+    key: String,
+    #[serde(default)]
+    line: Option<u64>,
+    #[serde(default)]
+    entry: Option<u32>,
+    #[serde(default)]
+    record: Option<String>,
+}
+
+/// What one line of a dead-letter file asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Entry {
+    /// A record to submit again.
+    Record {
+        object: ObjectRef,
+        position: Position,
+        record: String,
+    },
+    /// Nothing to submit (an object-level fault, or a line that is not a
+    /// dead letter at all): stays in the store as it is.
+    Keep,
+}
+
+fn parse_entry(raw: &[u8]) -> Entry {
+    match serde_json::from_slice::<Letter>(raw) {
+        Ok(Letter {
+            bucket,
+            key,
+            line,
+            entry,
+            record: Some(record),
+        }) => Entry::Record {
+            object: ObjectRef {
+                bucket,
+                key,
+                region: None,
+                version_id: None,
+                event_time: None,
+            },
+            // Every record letter drsink writes has its line; 0 marks one
+            // that does not.
+            position: Position {
+                line: line.unwrap_or(0),
+                entry,
+            },
+            record,
+        },
+        _ => Entry::Keep,
+    }
+}
+
+/// The `*.ndjson` files of the directory, oldest name first. Listed once at
+/// the start, so the file this run writes its own dead letters to is never
+/// read back.
+fn dead_letter_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "ndjson") && entry.file_type()?.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Re-submits every dead letter in `from`; see the module comment.
+pub async fn run(pipeline: Arc<Pipeline>, from: &Path, shutdown: Shutdown) -> anyhow::Result<()> {
+    let files = dead_letter_files(from)
+        .with_context(|| format!("cannot list the dead-letter directory {}", from.display()))?;
+    // A redrive holds no queue message that could come back later, so the
+    // first signal stops it at once: whatever is not confirmed is kept.
+    let abort_on_stop = {
+        let Shutdown { stop, abort } = shutdown.clone();
+        tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+            stop.cancelled().await;
+            abort.cancel();
+        }))
+    };
+    tracing::info!(
+        files = files.len(),
+        "redriving dead letters from {}",
+        from.display()
+    );
+    let mut result = Ok(());
+    for path in &files {
+        let mut file = RedriveFile::new(&pipeline, path);
+        match file.run(&shutdown).await {
+            Ok(FileEnd::Done) => {
+                std::fs::remove_file(path).with_context(|| {
+                    format!(
+                        "{} was redriven but cannot be removed; its entries would be submitted again",
+                        path.display()
+                    )
+                })?;
+                tracing::info!(file = %path.display(), kept = file.kept, "redriven and removed");
+            }
+            Ok(FileEnd::Stopped) => {
+                std::fs::remove_file(path).with_context(|| {
+                    format!("cannot remove {} after keeping its rest", path.display())
+                })?;
+                result = Err(match file.fatal.take() {
+                    Some(reason) => anyhow::anyhow!(
+                        "the sink refused the redrive ({reason}); the entries not yet accepted stay in the dead-letter store"
+                    ),
+                    None => anyhow::anyhow!(
+                        "redrive was interrupted; the entries not yet accepted stay in the dead-letter store"
+                    ),
+                });
+                break;
+            }
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    drop(abort_on_stop);
+    result
+}
+
+enum FileEnd {
+    /// Every entry is accepted, rejected again, or kept.
+    Done,
+    /// Interrupted; what was not confirmed is kept, so the file may go.
+    Stopped,
+}
+
+/// The redrive of one dead-letter file.
+struct RedriveFile<'a> {
+    pipeline: &'a Pipeline,
+    path: &'a Path,
+    /// Entries to write back verbatim, each ending in `\n`.
+    keep: Vec<u8>,
+    /// The raw entries of the batch being filled, kept if it is interrupted.
+    pending_raw: Vec<u8>,
+    builder: Builder,
+    object: Option<ObjectRef>,
+    encoder: Option<Box<dyn Encoder>>,
+    kept: u64,
+    /// Set once nothing more is submitted: the rest is kept verbatim.
+    stopped: bool,
+    /// Why the sink stopped taking anything, if it did.
+    fatal: Option<String>,
+}
+
+impl<'a> RedriveFile<'a> {
+    fn new(pipeline: &'a Pipeline, path: &'a Path) -> Self {
+        RedriveFile {
+            pipeline,
+            path,
+            keep: Vec::new(),
+            pending_raw: Vec::new(),
+            builder: Builder::default(),
+            object: None,
+            encoder: None,
+            kept: 0,
+            stopped: false,
+            fatal: None,
+        }
+    }
+
+    fn stats(&self) -> &Stats {
+        &self.pipeline.delivery.stats
+    }
+
+    async fn run(&mut self, shutdown: &Shutdown) -> anyhow::Result<FileEnd> {
+        let file = tokio::fs::File::open(self.path)
+            .await
+            .with_context(|| format!("cannot open dead-letter file {}", self.path.display()))?;
+        let mut reader = tokio::io::BufReader::new(file);
+        let mut raw = Vec::new();
+        loop {
+            raw.clear();
+            let read = reader
+                .read_until(b'\n', &mut raw)
+                .await
+                .with_context(|| format!("cannot read dead-letter file {}", self.path.display()))?;
+            if read == 0 {
+                break;
+            }
+            if raw.trim_ascii().is_empty() {
+                continue;
+            }
+            if !raw.ends_with(b"\n") {
+                raw.push(b'\n');
+            }
+            if self.stopped || shutdown.stop.is_cancelled() {
+                self.stopped = true;
+                self.keep_raw(&raw)?;
+                continue;
+            }
+            self.entry(&raw).await?;
+        }
+        if !self.stopped {
+            self.flush_batch().await?;
+        }
+        self.write_kept()?;
+        Ok(if self.stopped {
+            FileEnd::Stopped
+        } else {
+            FileEnd::Done
+        })
+    }
+
+    async fn entry(&mut self, raw: &[u8]) -> anyhow::Result<()> {
+        let Entry::Record {
+            object,
+            position,
+            record,
+        } = parse_entry(raw)
+        else {
+            return self.keep_raw(raw);
+        };
+        if self.object.as_ref() != Some(&object) {
+            // A batch is delivered for one object, whose name its dead
+            // letters carry.
+            self.flush_batch().await?;
+            self.encoder = Some(self.pipeline.delivery.sink.encoder(&object));
+            self.object = Some(object);
+        }
+        Stats::add(&self.stats().records, 1);
+        let parser: &RecordParser = &self.pipeline.parser;
+        let parsed = match parser.parse(record.as_bytes(), position) {
+            Ok(Parsed::One(parsed)) => parsed,
+            // What drsink dead-letters is one document; anything else (a
+            // record that does not parse, which is why it is here, or one
+            // the current options filter out) is kept as it is: its letter
+            // still says why.
+            Ok(_) | Err(_) => {
+                Stats::add(&self.stats().dead_lettered, 1);
+                return self.keep_raw(raw);
+            }
+        };
+        let Some(encoder) = self.encoder.as_mut() else {
+            bail!("internal error: a redrive record without its encoder");
+        };
+        self.builder
+            .push(position, |out| encoder.encode(&parsed, out));
+        self.pending_raw.extend_from_slice(raw);
+        if self.builder.is_full(&self.limits()) {
+            self.flush_batch().await?;
+        }
+        Ok(())
+    }
+
+    fn limits(&self) -> Limits {
+        self.pipeline.limits
+    }
+
+    /// Delivers the batch being filled. On interruption its entries are kept
+    /// verbatim: some may have been accepted, and a second submission merges
+    /// with them by log_id.
+    async fn flush_batch(&mut self) -> anyhow::Result<()> {
+        if self.builder.is_empty() {
+            return Ok(());
+        }
+        let batch: Batch = self.builder.take();
+        let raw = std::mem::take(&mut self.pending_raw);
+        let Some(object) = self.object.as_ref() else {
+            bail!("internal error: a redrive batch without its object");
+        };
+        match self.pipeline.delivery.deliver(object, &batch).await {
+            Ok(()) => Ok(()),
+            Err(Undelivered::Interrupted) => {
+                self.stopped = true;
+                self.keep_raw_many(&raw, batch.entries.len() as u64)
+            }
+            Err(Undelivered::Fatal(reason)) => {
+                self.stopped = true;
+                self.fatal.get_or_insert(reason);
+                self.keep_raw_many(&raw, batch.entries.len() as u64)
+            }
+            // The store cannot take the rejections: leave the file in place.
+            Err(e @ Undelivered::DeadLetter(_)) => {
+                bail!("redriving {}: {e}", self.path.display())
+            }
+        }
+    }
+
+    fn keep_raw(&mut self, raw: &[u8]) -> anyhow::Result<()> {
+        self.keep_raw_many(raw, 1)
+    }
+
+    fn keep_raw_many(&mut self, raw: &[u8], entries: u64) -> anyhow::Result<()> {
+        self.keep.extend_from_slice(raw);
+        self.kept += entries;
+        if self.keep.len() >= KEEP_FLUSH_BYTES {
+            self.write_kept()?;
+        }
+        Ok(())
+    }
+
+    fn write_kept(&mut self) -> anyhow::Result<()> {
+        self.pipeline
+            .delivery
+            .dead_letters
+            .append_ndjson(&self.keep)
+            .with_context(|| {
+                format!(
+                    "cannot keep the entries of {} in the dead-letter store",
+                    self.path.display()
+                )
+            })?;
+        self.keep.clear();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_with_a_record_are_redriven_with_their_origin() {
+        let raw = br#"{"reason":"rejected by the sink: mapper_parsing_exception","bucket":"b","key":"k 1.gz","line":7,"entry":2,"error":{"type":"mapper_parsing_exception"},"record":"{\"log_id\":\"x\"}","time":"2026-11-21T00:00:00.000Z"}"#;
+        assert_eq!(
+            parse_entry(raw),
+            Entry::Record {
+                object: ObjectRef {
+                    bucket: "b".into(),
+                    key: "k 1.gz".into(),
+                    region: None,
+                    version_id: None,
+                    event_time: None,
+                },
+                position: Position {
+                    line: 7,
+                    entry: Some(2)
+                },
+                record: r#"{"log_id":"x"}"#.into(),
+            }
+        );
+    }
+
+    #[test]
+    fn entries_without_a_record_or_unreadable_lines_are_kept() {
+        let object_fault =
+            br#"{"reason":"Gzip stream is corrupt","bucket":"b","key":"k","offset":99,"time":"t"}"#;
+        assert_eq!(parse_entry(object_fault), Entry::Keep);
+        assert_eq!(
+            parse_entry(b"{\"bucket\":\"b\",\"key\":\"k\",\"rec"),
+            Entry::Keep
+        );
+        assert_eq!(parse_entry(b"not json\xff"), Entry::Keep);
+        // A message-level letter (a poison SQS message) names no object.
+        assert_eq!(
+            parse_entry(br#"{"reason":"r","message_id":"m","message":"x","record":"{}"}"#),
+            Entry::Keep
+        );
+    }
+
+    #[test]
+    fn only_ndjson_files_are_listed_in_name_order() {
+        let dir = std::env::temp_dir().join(format!("drsink-redrive-test-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("sub.ndjson")).unwrap();
+        for name in ["b.ndjson", "a.ndjson", "notes.txt"] {
+            std::fs::write(dir.join(name), b"").unwrap();
+        }
+        let names: Vec<_> = dead_letter_files(&dir)
+            .unwrap()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["a.ndjson", "b.ndjson"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
