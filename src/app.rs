@@ -4,13 +4,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
+use tokio::sync::Semaphore;
 
 use crate::batch::Limits;
 use crate::cli::{Command, PipelineArgs, RedriveArgs, SinkKind, WorkerArgs, DEFAULT_DEAD_LETTER};
 use crate::dead_letter::DeadLetterStore;
 use crate::delivery::Delivery;
 use crate::object::ObjectStore;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, INFLIGHT_UNIT};
 use crate::records::{ParserOptions, RecordParser};
 use crate::routing::IndexPattern;
 use crate::sink::elasticsearch::Elasticsearch;
@@ -72,6 +73,12 @@ async fn build_pipeline(
     if args.batch_bytes == 0 || args.batch_records == 0 {
         bail!("--batch-bytes and --batch-records must be at least 1");
     }
+    // The budget is counted in KiB; it must hold at least one batch.
+    let inflight_units = args
+        .max_inflight_bytes
+        .max(args.batch_bytes)
+        .div_ceil(INFLIGHT_UNIT)
+        .min(Semaphore::MAX_PERMITS);
     let indices =
         IndexPattern::new(&args.index, &args.fallback_index).map_err(anyhow::Error::msg)?;
     let sink: Arc<dyn Sink> = match args.sink {
@@ -109,5 +116,7 @@ async fn build_pipeline(
         },
         max_record_bytes: args.max_record_bytes,
         format: args.format,
+        inflight: Arc::new(Semaphore::new(inflight_units)),
+        inflight_units,
     }))
 }

@@ -119,6 +119,10 @@ pub struct PipelineArgs {
     #[arg(long, env = "DRSINK_LEVEL_FIELD", default_value = "level")]
     pub level_field: String,
 
+    /// Upper bound of decoded bytes waiting for the sink, across all objects.
+    #[arg(long, env = "DRSINK_MAX_INFLIGHT_BYTES", default_value_t = 128 * 1024 * 1024)]
+    pub max_inflight_bytes: usize,
+
     /// Upper bound of one bulk request body, in bytes.
     #[arg(long, env = "DRSINK_BATCH_BYTES", default_value_t = 5 * 1024 * 1024)]
     pub batch_bytes: usize,

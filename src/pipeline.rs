@@ -9,7 +9,7 @@
 use std::io::Read;
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::io::SyncIoBridge;
 
 use crate::batch::{Batch, Limits};
@@ -30,7 +30,15 @@ pub struct Pipeline {
     pub limits: Limits,
     pub max_record_bytes: usize,
     pub format: Format,
+    /// Bytes of batches decoded but not yet acknowledged, across all
+    /// objects, in KiB permits: a slow cluster slows reading instead of
+    /// growing memory.
+    pub inflight: Arc<Semaphore>,
+    pub inflight_units: usize,
 }
+
+/// Unit of the in-flight byte budget.
+pub const INFLIGHT_UNIT: usize = 1024;
 
 /// How an object ended when everything in it is accounted for.
 #[derive(Debug, PartialEq, Eq)]
@@ -76,7 +84,7 @@ impl Pipeline {
             tokio::task::spawn_blocking(move || this.decode(&object, source, tx))
         };
         let mut delivered = Ok(());
-        while let Some(batch) = rx.recv().await {
+        while let Some((batch, _budget)) = rx.recv().await {
             if let Err(e) = self.delivery.deliver(object, &batch).await {
                 delivered = Err(e);
                 break;
@@ -93,13 +101,31 @@ impl Pipeline {
         Ok(ObjectOutcome::Done)
     }
 
+    /// Waits (on the decoding thread) until `bytes` fit in the in-flight
+    /// budget; a batch larger than the whole budget takes all of it.
+    fn reserve(
+        &self,
+        bytes: usize,
+        batches: &mpsc::Sender<(Batch, OwnedSemaphorePermit)>,
+    ) -> Option<OwnedSemaphorePermit> {
+        let units = bytes.div_ceil(INFLIGHT_UNIT).clamp(1, self.inflight_units);
+        let units = u32::try_from(units).unwrap_or(u32::MAX);
+        let inflight = Arc::clone(&self.inflight);
+        tokio::runtime::Handle::current().block_on(async {
+            tokio::select! {
+                permit = inflight.acquire_many_owned(units) => permit.ok(),
+                () = batches.closed() => None,
+            }
+        })
+    }
+
     /// Runs on a blocking thread: reads the object and sends its batches,
     /// dead letters first, so a batch is never acknowledged before them.
     fn decode(
         &self,
         object: &ObjectRef,
         source: impl Read,
-        batches: mpsc::Sender<Batch>,
+        batches: mpsc::Sender<(Batch, OwnedSemaphorePermit)>,
     ) -> Result<(), ObjectError> {
         let decoder = ObjectDecoder {
             parser: &self.parser,
@@ -123,13 +149,17 @@ impl Pipeline {
                         .map_err(|e| e.to_string())?;
                     Stats::add(&self.stats().corrupt_objects, 1);
                 }
-                match chunk.batch {
-                    // A closed channel means delivery gave up; it says why.
-                    Some(batch) => batches
-                        .blocking_send(batch)
-                        .map_err(|_| "delivery stopped".to_owned()),
-                    None => Ok(()),
-                }
+                let Some(batch) = chunk.batch else {
+                    return Ok(());
+                };
+                // A closed channel means delivery gave up; it says why.
+                let stopped = || "delivery stopped".to_owned();
+                let budget = self
+                    .reserve(batch.body.len(), &batches)
+                    .ok_or_else(stopped)?;
+                batches
+                    .blocking_send((batch, budget))
+                    .map_err(|_| stopped())
             })
             .map_err(|e| ObjectError::Incomplete(e.to_string()))?;
         Stats::add(&self.stats().bytes, bytes);

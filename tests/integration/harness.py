@@ -145,22 +145,65 @@ class Result(NamedTuple):
     summary: dict | None
 
 
+def _result(returncode: int, stdout: str, stderr: str) -> Result:
+    lines = stdout.strip().splitlines()
+    try:
+        summary = json.loads(lines[-1]) if lines else None
+    except ValueError:
+        summary = None
+    return Result(returncode, stdout, stderr, summary)
+
+
+class Drsink:
+    """A drsink process running in the background (for signals and kills mid-run).
+
+    Output goes to files in cwd, not pipes, so a chatty process never blocks on
+    a full pipe while the test is busy elsewhere."""
+
+    _runs = 0
+
+    def __init__(self, *args: str, env: dict[str, str], cwd: Path | None = None) -> None:
+        base = {k: v for k, v in os.environ.items()
+                if not k.startswith(("DRSINK_", "AWS_")) and k != "RUST_BACKTRACE"}
+        base["TZ"] = "Pacific/Kiritimati"  # UTC+14: local-time mistakes change the day
+        Drsink._runs += 1
+        out_dir = Path(cwd or ".")
+        self.stdout_path = out_dir / f"drsink-{os.getpid()}-{Drsink._runs}.out"
+        self.stderr_path = out_dir / f"drsink-{os.getpid()}-{Drsink._runs}.err"
+        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen([str(DRSINK_BIN), *args], env={**base, **env}, stdin=subprocess.DEVNULL,
+                                         stdout=out, stderr=err, cwd=cwd)
+
+    def send_signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def wait(self, timeout: float = 120) -> Result:
+        """Waits for the exit (killing the process if it outlives timeout) -> Result."""
+        try:
+            returncode = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+        return _result(returncode, self.stdout_path.read_text(errors="replace"),
+                       self.stderr_path.read_text(errors="replace"))
+
+    def stop(self) -> None:
+        """Kills the process if it still runs (test teardown)."""
+        if self.running():
+            self.proc.kill()
+        self.proc.wait()
+
+
 def run_drsink(*args: str, env: dict[str, str], timeout: float = 120, cwd: Path | None = None) -> Result:
     """Run the drsink binary with exactly the given DRSINK_*/AWS_* environment.
 
     Inherited DRSINK_* and AWS_* variables (and RUST_BACKTRACE) are dropped so the
     caller's shell cannot change the flags; env may override TZ."""
-    base = {k: v for k, v in os.environ.items()
-            if not k.startswith(("DRSINK_", "AWS_")) and k != "RUST_BACKTRACE"}
-    base["TZ"] = "Pacific/Kiritimati"  # UTC+14: local-time mistakes change the day
-    proc = subprocess.run([str(DRSINK_BIN), *args], env={**base, **env}, capture_output=True,
-                          text=True, timeout=timeout, cwd=cwd)
-    lines = proc.stdout.strip().splitlines()
-    try:
-        summary = json.loads(lines[-1]) if lines else None
-    except ValueError:
-        summary = None
-    return Result(proc.returncode, proc.stdout, proc.stderr, summary)
+    return Drsink(*args, env=env, cwd=cwd).wait(timeout)
 
 
 def dead_letters(directory: Path) -> list[dict]:
