@@ -6,12 +6,17 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use tokio::sync::Semaphore;
 
+use crate::backfill;
 use crate::batch::Limits;
-use crate::cli::{Command, PipelineArgs, RedriveArgs, SinkKind, WorkerArgs, DEFAULT_DEAD_LETTER};
+use crate::cli::{
+    BackfillArgs, Command, PipelineArgs, RedriveArgs, SinkKind, WorkerArgs, DEFAULT_DEAD_LETTER,
+};
 use crate::dead_letter::DeadLetterStore;
 use crate::delivery::Delivery;
+use crate::listing::{Selection, TimeRange};
 use crate::object::ObjectStore;
 use crate::pipeline::{Pipeline, INFLIGHT_UNIT};
+use crate::rate::RateLimit;
 use crate::records::{ParserOptions, RecordParser};
 use crate::routing::IndexPattern;
 use crate::sink::elasticsearch::Elasticsearch;
@@ -23,6 +28,7 @@ pub async fn run(command: Command, stats: Arc<Stats>, shutdown: Shutdown) -> any
     let aws = aws_config::load_from_env().await;
     match command {
         Command::Worker(args) => run_worker(args, &aws, stats, shutdown).await,
+        Command::Backfill(args) => run_backfill(args, &aws, stats, shutdown).await,
         Command::Redrive(args) => run_redrive(args, &aws, stats, shutdown).await,
     }
 }
@@ -38,7 +44,48 @@ async fn run_redrive(
         .dead_letter
         .get_or_insert_with(|| args.from.clone());
     let pipeline = build_pipeline(&args.pipeline, aws, stats, &shutdown).await?;
+    check_sink(&pipeline).await?;
     crate::redrive::run(pipeline, &args.from, shutdown).await
+}
+
+async fn run_backfill(
+    args: BackfillArgs,
+    aws: &aws_config::SdkConfig,
+    stats: Arc<Stats>,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    if args.concurrency == 0 {
+        bail!("--concurrency must be at least 1");
+    }
+    let pipeline = build_pipeline(&args.pipeline, aws, stats, &shutdown).await?;
+    if !args.dry_run && args.via_queue.is_none() {
+        check_sink(&pipeline).await?;
+    }
+    let settings = backfill::Settings {
+        selection: Selection {
+            bucket: args.bucket,
+            prefixes: args.prefixes,
+            start_after: args.start_after,
+            range: TimeRange {
+                since: args.since,
+                until: args.until,
+            },
+        },
+        concurrency: args.concurrency,
+        checkpoint: args.checkpoint,
+        dry_run: args.dry_run,
+        via_queue: args.via_queue,
+        region: aws.region().map(|r| r.to_string()),
+    };
+    let s3 = pipeline.store.client(None);
+    backfill::run(
+        s3,
+        aws_sdk_sqs::Client::new(aws),
+        pipeline,
+        settings,
+        shutdown,
+    )
+    .await
 }
 
 async fn run_worker(
@@ -51,6 +98,7 @@ async fn run_worker(
         bail!("--concurrency must be at least 1");
     }
     let pipeline = build_pipeline(&args.pipeline, aws, stats, &shutdown).await?;
+    check_sink(&pipeline).await?;
     let settings = worker::Settings {
         queue_url: args.queue_url,
         concurrency: args.concurrency,
@@ -62,6 +110,17 @@ async fn run_worker(
     };
     let worker = Worker::new(aws_sdk_sqs::Client::new(aws), settings, pipeline, shutdown).await?;
     Arc::new(worker).run().await
+}
+
+/// Fails fast, with one sentence, when the sink cannot be reached.
+async fn check_sink(pipeline: &Pipeline) -> anyhow::Result<()> {
+    pipeline
+        .delivery
+        .sink
+        .check()
+        .await
+        .map_err(anyhow::Error::msg)
+        .context("the sink is not usable")
 }
 
 async fn build_pipeline(
@@ -87,10 +146,6 @@ async fn build_pipeline(
                 .map_err(anyhow::Error::msg)?,
         ),
     };
-    sink.check()
-        .await
-        .map_err(anyhow::Error::msg)
-        .context("the sink is not usable")?;
     Ok(Arc::new(Pipeline {
         store: ObjectStore::new(aws.clone(), args.s3_force_path_style),
         parser: RecordParser::new(&ParserOptions {
@@ -118,5 +173,6 @@ async fn build_pipeline(
         format: args.format,
         inflight: Arc::new(Semaphore::new(inflight_units)),
         inflight_units,
+        rate: args.max_records_per_sec.map(RateLimit::new),
     }))
 }

@@ -22,8 +22,54 @@ pub struct Cli {
 pub enum Command {
     /// Consume S3 event notifications from SQS and index the objects they name.
     Worker(WorkerArgs),
+    /// Replay archived objects from S3 through the same pipeline (or onto the workers' queue).
+    Backfill(BackfillArgs),
     /// Re-submit dead letters (e.g. after a mapping fix) through the sink; removes only what was accepted.
     Redrive(RedriveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackfillArgs {
+    /// Archive bucket to replay.
+    #[arg(long, env = "DRSINK_BUCKET")]
+    pub bucket: String,
+
+    /// Key prefix to replay (repeatable; default: the whole bucket).
+    #[arg(long = "prefix", env = "DRSINK_PREFIX", value_delimiter = ',')]
+    pub prefixes: Vec<String>,
+
+    /// Start listing after this key.
+    #[arg(long, env = "DRSINK_START_AFTER")]
+    pub start_after: Option<String>,
+
+    /// Replay objects from this time on (RFC 3339 or YYYY-MM-DD): the date in
+    /// the key when it has a date partition, else LastModified.
+    #[arg(long, env = "DRSINK_SINCE", value_parser = |s: &str| crate::listing::parse_bound(s, false))]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+
+    /// Replay objects before this time (a YYYY-MM-DD date includes that day).
+    #[arg(long, env = "DRSINK_UNTIL", value_parser = |s: &str| crate::listing::parse_bound(s, true))]
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+
+    /// Objects processed at once.
+    #[arg(long, env = "DRSINK_CONCURRENCY", default_value_t = default_concurrency())]
+    pub concurrency: usize,
+
+    /// File recording completed objects; a rerun with it skips them.
+    #[arg(long, env = "DRSINK_CHECKPOINT")]
+    pub checkpoint: Option<PathBuf>,
+
+    /// List and count what would be replayed; read nothing.
+    #[arg(long, env = "DRSINK_DRY_RUN")]
+    pub dry_run: bool,
+
+    /// Instead of replaying here, send one S3 notification per object to
+    /// this queue, so the worker fleet shares the replay.
+    #[arg(long, env = "DRSINK_VIA_QUEUE")]
+    pub via_queue: Option<String>,
+
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
 }
 
 #[derive(Debug, Args)]
@@ -118,6 +164,10 @@ pub struct PipelineArgs {
     /// Field holding a record's level; records without it fall back to ECS `log.level`.
     #[arg(long, env = "DRSINK_LEVEL_FIELD", default_value = "level")]
     pub level_field: String,
+
+    /// Send at most this many records per second (protects a cluster serving live traffic).
+    #[arg(long, env = "DRSINK_MAX_RECORDS_PER_SEC", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_records_per_sec: Option<u64>,
 
     /// Upper bound of decoded bytes waiting for the sink, across all objects.
     #[arg(long, env = "DRSINK_MAX_INFLIGHT_BYTES", default_value_t = 128 * 1024 * 1024)]

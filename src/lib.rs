@@ -8,7 +8,9 @@
 
 pub mod app;
 pub mod aws;
+pub mod backfill;
 pub mod batch;
+pub mod checkpoint;
 pub mod cli;
 pub mod dead_letter;
 pub mod decode;
@@ -16,9 +18,12 @@ pub mod decompress;
 pub mod delivery;
 pub mod json_scan;
 pub mod lines;
+pub mod listing;
 pub mod notification;
 pub mod object;
 pub mod pipeline;
+pub mod progress;
+pub mod rate;
 pub mod records;
 pub mod redrive;
 pub mod routing;

@@ -172,6 +172,31 @@ fn parse_time(value: Option<&Value>) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
+/// An S3 event notification naming one object, as S3 would send it: what
+/// `backfill --via-queue` puts on the workers' queue.
+pub fn s3_event(object: &ObjectRef, size: u64) -> String {
+    let key: String = form_urlencoded::byte_serialize(object.key.as_bytes()).collect();
+    let mut s3_object = serde_json::json!({ "key": key, "size": size });
+    if let Some(version) = &object.version_id {
+        s3_object["versionId"] = version.as_str().into();
+    }
+    let mut record = serde_json::json!({
+        "eventVersion": "2.1",
+        "eventSource": "aws:s3",
+        "eventName": "ObjectCreated:Put",
+        "s3": { "s3SchemaVersion": "1.0", "bucket": { "name": object.bucket }, "object": s3_object },
+    });
+    if let Some(region) = &object.region {
+        record["awsRegion"] = region.as_str().into();
+    }
+    if let Some(time) = object.event_time {
+        record["eventTime"] = time
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            .into();
+    }
+    serde_json::json!({ "Records": [record] }).to_string()
+}
+
 /// S3 notifications encode keys as HTML form values: `+` is a space.
 fn decode_key(raw: &str) -> Result<String, NotificationError> {
     let spaced = raw.replace('+', " ");
@@ -246,6 +271,23 @@ mod tests {
         let (objs, ignored) = objects(parse(&fixture("s3-object-removed.json")).unwrap());
         assert!(objs.is_empty());
         assert_eq!(ignored, ["ObjectRemoved:Delete"]);
+    }
+
+    #[test]
+    fn generated_events_parse_back_to_the_same_object() {
+        let object = ObjectRef {
+            bucket: "archive".into(),
+            key: "app/2026/11/21/web 01+été%.log.gz".into(),
+            region: Some("us-west-2".into()),
+            version_id: Some("v1".into()),
+            event_time: Some(
+                DateTime::parse_from_rfc3339("2026-11-21T12:00:00Z")
+                    .unwrap()
+                    .with_timezone(&Utc),
+            ),
+        };
+        let (objs, _) = objects(parse(&s3_event(&object, 10)).unwrap());
+        assert_eq!(objs, [object]);
     }
 
     #[test]

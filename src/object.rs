@@ -38,7 +38,8 @@ impl ObjectStore {
         }
     }
 
-    fn client(&self, region: Option<&str>) -> Client {
+    /// The S3 client for a region (default: the process's own).
+    pub fn client(&self, region: Option<&str>) -> Client {
         let region = region
             .map(str::to_owned)
             .or_else(|| self.base.region().map(|r| r.to_string()))

@@ -17,6 +17,7 @@ use crate::decode::{Format, ObjectDecoder};
 use crate::delivery::{Delivery, Undelivered};
 use crate::notification::ObjectRef;
 use crate::object::{ObjectStore, OpenError};
+use crate::rate::RateLimit;
 use crate::records::RecordParser;
 use crate::stats::Stats;
 
@@ -35,6 +36,7 @@ pub struct Pipeline {
     /// growing memory.
     pub inflight: Arc<Semaphore>,
     pub inflight_units: usize,
+    pub rate: Option<RateLimit>,
 }
 
 /// Unit of the in-flight byte budget.
@@ -152,6 +154,9 @@ impl Pipeline {
                 let Some(batch) = chunk.batch else {
                     return Ok(());
                 };
+                if let Some(rate) = &self.rate {
+                    std::thread::sleep(rate.reserve(batch.entries.len() as u64));
+                }
                 // A closed channel means delivery gave up; it says why.
                 let stopped = || "delivery stopped".to_owned();
                 let budget = self

@@ -49,6 +49,10 @@ counters! {
     /// SQS messages of no known shape written to the dead-letter store after
     /// `--max-receives` receives.
     dead_lettered_messages,
+    /// Objects a backfill skipped because its checkpoint has them.
+    skipped,
+    /// Objects a backfill put on the workers' queue (`--via-queue`).
+    enqueued,
     /// Item retries sent to the sink.
     retried,
     /// Messages whose processing failed; left on the queue to come back.

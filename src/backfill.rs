@@ -1,0 +1,241 @@
+//! `drsink backfill`: object references from listing an archive bucket,
+//! through the same pipeline as the worker, so replayed records merge with
+//! what the worker already indexed.
+//!
+//! With `--via-queue` nothing is read here: each object becomes an S3
+//! notification on the workers' queue and the whole fleet shares the replay.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::aws::describe;
+use crate::checkpoint::Checkpoint;
+use crate::dead_letter::DeadLetter;
+use crate::delivery::Undelivered;
+use crate::listing::{self, Listed, Selection};
+use crate::notification;
+use crate::pipeline::{ObjectError, Pipeline};
+use crate::progress;
+use crate::stats::Stats;
+use crate::worker::Shutdown;
+
+pub struct Settings {
+    pub selection: Selection,
+    pub concurrency: usize,
+    pub checkpoint: Option<PathBuf>,
+    pub dry_run: bool,
+    pub via_queue: Option<String>,
+    /// Region named in the notifications sent with `--via-queue`.
+    pub region: Option<String>,
+}
+
+/// SQS takes at most this many messages per SendMessageBatch.
+const SQS_BATCH: usize = 10;
+
+pub async fn run(
+    s3: aws_sdk_s3::Client,
+    sqs: aws_sdk_sqs::Client,
+    pipeline: Arc<Pipeline>,
+    settings: Settings,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let stats = Arc::clone(&pipeline.delivery.stats);
+    let checkpoint = match &settings.checkpoint {
+        Some(path) if !settings.dry_run && settings.via_queue.is_none() => {
+            let checkpoint = Checkpoint::open(path)?;
+            tracing::info!(
+                completed = checkpoint.len(),
+                "resuming from checkpoint {}",
+                path.display()
+            );
+            Some(Arc::new(checkpoint))
+        }
+        _ => None,
+    };
+    let listed = Arc::new(progress::Listed::default());
+    let _progress = progress::start(Arc::clone(&listed), Arc::clone(&stats));
+
+    let (tx, mut rx) = mpsc::channel::<Listed>(1024);
+    let selection = settings.selection.clone();
+    let mut listing = tokio::spawn(async move { listing::list(&s3, &selection, tx).await });
+
+    let mut queue_batch = Vec::new();
+    let slots = Arc::new(Semaphore::new(settings.concurrency.max(1)));
+    let mut tasks = JoinSet::new();
+    let fatal = Arc::new(Mutex::new(None::<String>));
+    loop {
+        let next = tokio::select! {
+            next = rx.recv() => next,
+            () = shutdown.stop.cancelled() => break,
+        };
+        let Some(object) = next else { break };
+        listed.objects.fetch_add(1, Ordering::Relaxed);
+        listed.bytes.fetch_add(object.size, Ordering::Relaxed);
+        if settings.dry_run {
+            Stats::add(&stats.objects, 1);
+            Stats::add(&stats.bytes, object.size);
+            continue;
+        }
+        if let Some(queue) = &settings.via_queue {
+            queue_batch.push(object);
+            if queue_batch.len() == SQS_BATCH {
+                enqueue(
+                    &sqs,
+                    queue,
+                    &std::mem::take(&mut queue_batch),
+                    settings.region.as_deref(),
+                    &stats,
+                )
+                .await?;
+            }
+            continue;
+        }
+        if checkpoint
+            .as_ref()
+            .is_some_and(|c| c.is_done(&object.object.bucket, &object.object.key))
+        {
+            Stats::add(&stats.skipped, 1);
+            continue;
+        }
+        let slot = tokio::select! {
+            slot = Arc::clone(&slots).acquire_owned() => slot?,
+            () = shutdown.stop.cancelled() => break,
+        };
+        while tasks.try_join_next().is_some() {}
+        let (pipeline, checkpoint, stats, shutdown, fatal) = (
+            Arc::clone(&pipeline),
+            checkpoint.clone(),
+            Arc::clone(&stats),
+            shutdown.clone(),
+            Arc::clone(&fatal),
+        );
+        tasks.spawn(async move {
+            let _slot = slot;
+            replay(
+                &pipeline,
+                &object,
+                checkpoint.as_deref(),
+                &stats,
+                &shutdown,
+                &fatal,
+            )
+            .await;
+        });
+    }
+    if let Some(queue) = &settings.via_queue {
+        if !queue_batch.is_empty() {
+            enqueue(
+                &sqs,
+                queue,
+                &queue_batch,
+                settings.region.as_deref(),
+                &stats,
+            )
+            .await?;
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+    listed.complete.store(true, Ordering::Relaxed);
+    if !shutdown.stop.is_cancelled() {
+        match (&mut listing).await {
+            Ok(result) => result?,
+            Err(e) => anyhow::bail!("listing failed: {e}"),
+        }
+    } else {
+        listing.abort();
+    }
+    if let Some(reason) = fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        anyhow::bail!(reason);
+    }
+    Ok(())
+}
+
+/// Replays one object; a failure is counted, logged with its bucket/key and
+/// recorded in the dead-letter store, and the object is left for a rerun.
+async fn replay(
+    pipeline: &Arc<Pipeline>,
+    listed: &Listed,
+    checkpoint: Option<&Checkpoint>,
+    stats: &Stats,
+    shutdown: &Shutdown,
+    fatal: &Mutex<Option<String>>,
+) {
+    let object = &listed.object;
+    match pipeline.process(object).await {
+        Ok(_) => {
+            if let Some(checkpoint) = checkpoint {
+                if let Err(e) = checkpoint.record(&object.bucket, &object.key) {
+                    tracing::warn!(object = %object, "{e}; the object will be replayed by a rerun");
+                }
+            }
+        }
+        Err(ObjectError::Undelivered(Undelivered::Interrupted)) => {}
+        Err(ObjectError::Undelivered(Undelivered::Fatal(reason))) => {
+            fatal
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_or_insert(reason);
+            shutdown.stop.cancel();
+            shutdown.abort.cancel();
+        }
+        Err(e) => {
+            let reason = format!("backfill could not replay {object}: {e}; a rerun retries it");
+            tracing::error!(object = %object, "{reason}");
+            Stats::add(&stats.failed, 1);
+            if let Err(e) = pipeline
+                .delivery
+                .dead_letters
+                .append(&[DeadLetter::new(object, reason)])
+            {
+                tracing::error!("{e}");
+            }
+        }
+    }
+}
+
+async fn enqueue(
+    sqs: &aws_sdk_sqs::Client,
+    queue: &str,
+    objects: &[Listed],
+    region: Option<&str>,
+    stats: &Stats,
+) -> anyhow::Result<()> {
+    let entries = objects
+        .iter()
+        .enumerate()
+        .map(|(i, listed)| {
+            let mut object = listed.object.clone();
+            object.region = region.map(str::to_owned);
+            SendMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .message_body(notification::s3_event(&object, listed.size))
+                .build()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let sent = sqs
+        .send_message_batch()
+        .queue_url(queue)
+        .set_entries(Some(entries))
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("sending to {queue} failed: {}", describe(&e)))?;
+    if let Some(failure) = sent.failed().first() {
+        let object = failure
+            .id()
+            .parse::<usize>()
+            .ok()
+            .and_then(|i| objects.get(i));
+        anyhow::bail!(
+            "{queue} refused the notification for {}: {}",
+            object.map_or_else(|| "an object".to_owned(), |o| o.object.to_string()),
+            failure.message().unwrap_or(failure.code())
+        );
+    }
+    Stats::add(&stats.enqueued, sent.successful().len() as u64);
+    Ok(())
+}

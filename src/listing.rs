@@ -1,0 +1,271 @@
+//! Backfill's source of object references: the objects of an archive bucket
+//! selected by prefix, start key and time range, listed page by page with
+//! ListObjectsV2 (never the whole bucket into memory).
+//!
+//! An object's time is the date in its key when the key has a date
+//! partition (`YYYY/MM/DD`, `YYYY-MM-DD`, `dt=YYYY-MM-DD`), else its
+//! LastModified: a replicated or copied archive has recent LastModified
+//! times, but its keys still say when the logs were written. With a time
+//! range, listing walks the key hierarchy and skips whole partitions outside
+//! the range without listing their objects.
+
+use aws_sdk_s3::Client;
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use tokio::sync::mpsc;
+
+use crate::aws::describe;
+use crate::notification::ObjectRef;
+
+/// One object to replay.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub object: ObjectRef,
+    pub size: u64,
+}
+
+/// Which objects to replay.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    pub bucket: String,
+    /// Key prefixes; none means the whole bucket.
+    pub prefixes: Vec<String>,
+    pub start_after: Option<String>,
+    pub range: TimeRange,
+}
+
+/// `[since, until)`; either end may be open.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimeRange {
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+}
+
+impl TimeRange {
+    pub fn is_open(&self) -> bool {
+        self.since.is_none() && self.until.is_none()
+    }
+
+    fn contains(&self, time: DateTime<Utc>) -> bool {
+        self.since.is_none_or(|s| time >= s) && self.until.is_none_or(|u| time < u)
+    }
+
+    /// Whether any day of `[first, last]` overlaps the range.
+    fn overlaps_days(&self, first: NaiveDate, last: NaiveDate) -> bool {
+        let start = first.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
+        let end = last
+            .succ_opt()
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map(|t| t.and_utc());
+        let (Some(start), Some(end)) = (start, end) else {
+            return true;
+        };
+        self.since.is_none_or(|s| end > s) && self.until.is_none_or(|u| start < u)
+    }
+}
+
+/// Parses `--since`/`--until`: an RFC 3339 time, or a `YYYY-MM-DD` date.
+/// A date given as `--until` includes that whole day.
+pub fn parse_bound(text: &str, is_until: bool) -> Result<DateTime<Utc>, String> {
+    if let Ok(time) = DateTime::parse_from_rfc3339(text) {
+        return Ok(time.with_timezone(&Utc));
+    }
+    let date = NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .map_err(|_| format!("`{text}` is neither an RFC 3339 time nor a YYYY-MM-DD date"))?;
+    let day = if is_until {
+        date.succ_opt()
+            .ok_or_else(|| format!("`{text}` is out of range"))?
+    } else {
+        date
+    };
+    day.and_hms_opt(0, 0, 0)
+        .map(|t| t.and_utc())
+        .ok_or_else(|| format!("`{text}` is out of range"))
+}
+
+/// The days a key or key prefix covers according to its date partition:
+/// one day for a full date, a month for `…/YYYY/MM/`, a year for `…/YYYY/`.
+fn partition_days(path: &str) -> Option<(NaiveDate, NaiveDate)> {
+    let bytes = path.as_bytes();
+    let digits = |at: usize, n: usize| -> Option<u32> {
+        let slice = bytes.get(at..at + n)?;
+        if slice.iter().all(u8::is_ascii_digit) {
+            std::str::from_utf8(slice).ok()?.parse().ok()
+        } else {
+            None
+        }
+    };
+    let boundary = |at: usize| at == 0 || !bytes[at - 1].is_ascii_alphanumeric();
+    for at in 0..bytes.len() {
+        if !boundary(at) {
+            continue;
+        }
+        let Some(year) = digits(at, 4) else { continue };
+        if !(1970..=2200).contains(&year) {
+            continue;
+        }
+        let sep = match bytes.get(at + 4) {
+            Some(b'/') => b'/',
+            Some(b'-') => b'-',
+            _ => continue,
+        };
+        let Some(month) = digits(at + 5, 2).filter(|m| (1..=12).contains(m)) else {
+            // `…/YYYY/` ending a prefix: the whole year.
+            if sep == b'/' && at + 5 == bytes.len() {
+                let first = NaiveDate::from_ymd_opt(year as i32, 1, 1)?;
+                return Some((first, NaiveDate::from_ymd_opt(year as i32, 12, 31)?));
+            }
+            continue;
+        };
+        if bytes.get(at + 7) != Some(&sep) {
+            continue;
+        }
+        match digits(at + 8, 2).and_then(|d| NaiveDate::from_ymd_opt(year as i32, month, d)) {
+            Some(day) if !bytes.get(at + 10).is_some_and(u8::is_ascii_digit) => {
+                return Some((day, day))
+            }
+            Some(_) => continue,
+            // `…/YYYY/MM/` ending a prefix: the whole month.
+            None if sep == b'/' && at + 8 == bytes.len() => {
+                let first = NaiveDate::from_ymd_opt(year as i32, month, 1)?;
+                let next = if month == 12 {
+                    NaiveDate::from_ymd_opt(year as i32 + 1, 1, 1)?
+                } else {
+                    NaiveDate::from_ymd_opt(year as i32, month + 1, 1)?
+                };
+                return Some((first, next - TimeDelta::days(1)));
+            }
+            None => continue,
+        }
+    }
+    None
+}
+
+/// Lists the selected objects into `out`, in key order per prefix; stops
+/// early (Ok) when the receiver is gone.
+pub async fn list(
+    s3: &Client,
+    selection: &Selection,
+    out: mpsc::Sender<Listed>,
+) -> anyhow::Result<()> {
+    let roots = if selection.prefixes.is_empty() {
+        vec![String::new()]
+    } else {
+        selection.prefixes.clone()
+    };
+    // With a time range, walk the hierarchy so partitions can be skipped.
+    let delimiter = (!selection.range.is_open()).then_some("/");
+    for root in roots {
+        let mut pending = vec![root];
+        while let Some(prefix) = pending.pop() {
+            let mut children = Vec::new();
+            let mut pages = s3
+                .list_objects_v2()
+                .bucket(&selection.bucket)
+                .prefix(&prefix)
+                .set_delimiter(delimiter.map(str::to_owned))
+                .set_start_after(selection.start_after.clone())
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| {
+                    anyhow::anyhow!(
+                        "listing s3://{}/{prefix} failed: {}",
+                        selection.bucket,
+                        describe(&e)
+                    )
+                })?;
+                for common in page.common_prefixes() {
+                    if let Some(child) = common.prefix() {
+                        let keep = partition_days(child)
+                            .is_none_or(|(first, last)| selection.range.overlaps_days(first, last));
+                        if keep {
+                            children.push(child.to_owned());
+                        } else {
+                            tracing::debug!(
+                                prefix = child,
+                                "partition outside the time range: skipped"
+                            );
+                        }
+                    }
+                }
+                for object in page.contents() {
+                    let Some(key) = object.key() else { continue };
+                    let selected = match partition_days(key) {
+                        Some((first, last)) => selection.range.overlaps_days(first, last),
+                        None => object
+                            .last_modified()
+                            .and_then(|t| DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
+                            .is_none_or(|t| selection.range.contains(t)),
+                    };
+                    if !selected {
+                        continue;
+                    }
+                    let listed = Listed {
+                        object: ObjectRef {
+                            bucket: selection.bucket.clone(),
+                            key: key.to_owned(),
+                            region: None,
+                            version_id: None,
+                            event_time: None,
+                        },
+                        size: object.size().unwrap_or(0).max(0) as u64,
+                    };
+                    if out.send(listed).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+            // Depth first, in key order: the stack pops the last pushed.
+            pending.extend(children.into_iter().rev());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn day(y: i32, m: u32, d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, d).unwrap()
+    }
+
+    #[test]
+    fn finds_date_partitions_in_keys_and_prefixes() {
+        let d = day(2026, 11, 21);
+        assert_eq!(partition_days("app/2026/11/21/web.log.gz"), Some((d, d)));
+        assert_eq!(partition_days("logs/dt=2026-11-21/part-0.gz"), Some((d, d)));
+        assert_eq!(
+            partition_days("firehose/stream-1-2026-11-21-12-00-00-abc"),
+            Some((d, d))
+        );
+        assert_eq!(
+            partition_days("AWSLogs/123456789012/CloudTrail/us-east-1/2026/11/"),
+            Some((day(2026, 11, 1), day(2026, 11, 30)))
+        );
+        assert_eq!(
+            partition_days("AWSLogs/123456789012/CloudTrail/us-east-1/2026/"),
+            Some((day(2026, 1, 1), day(2026, 12, 31)))
+        );
+        assert_eq!(partition_days("AWSLogs/123456789012/"), None);
+        assert_eq!(partition_days("app/12026/11/21/x"), None);
+        assert_eq!(partition_days("app/2026/13/01/x"), None);
+    }
+
+    #[test]
+    fn bounds_take_dates_or_times_and_until_dates_include_the_day() {
+        let range = TimeRange {
+            since: Some(parse_bound("2026-11-20", false).unwrap()),
+            until: Some(parse_bound("2026-11-21", true).unwrap()),
+        };
+        assert!(range.overlaps_days(day(2026, 11, 20), day(2026, 11, 20)));
+        assert!(range.overlaps_days(day(2026, 11, 21), day(2026, 11, 21)));
+        assert!(!range.overlaps_days(day(2026, 11, 22), day(2026, 11, 22)));
+        assert!(!range.overlaps_days(day(2026, 11, 19), day(2026, 11, 19)));
+        assert!(range.overlaps_days(day(2026, 11, 1), day(2026, 11, 30)));
+        assert!(!range.overlaps_days(day(2025, 1, 1), day(2025, 12, 31)));
+        let t = parse_bound("2026-11-21T12:00:00Z", true).unwrap();
+        assert_eq!(t.to_rfc3339(), "2026-11-21T12:00:00+00:00");
+        assert!(parse_bound("yesterday", false).is_err());
+    }
+}

@@ -1,0 +1,157 @@
+"""End-to-end tests of `drsink backfill`: replaying an archive bucket through the
+same pipeline as the worker, resumable with a checkpoint, selective by time range,
+and fanned out over the worker fleet with --via-queue."""
+import gzip
+import json
+import signal
+import time
+
+import requests
+
+from harness import gz, ndjson, unique
+
+DAYS = ["2026/11/19", "2026/11/20", "2026/11/21"]
+
+
+def ok(result):
+    rc, out, err, summary = result
+    assert rc == 0, f"drsink exited {rc}\nstderr:\n{err[-4000:]}"
+    assert summary is not None, f"no JSON summary as last stdout line:\n{out[-2000:]}"
+    return summary
+
+
+def archive(aws, name, objects_per_day=2, records=5):
+    """A bucket without notifications holding gzip'd NDJSON objects under dated keys.
+    Each object's first record repeats the previous object's last one, as the other
+    region's copy would."""
+    bucket = unique(name, 50)
+    aws.s3.create_bucket(Bucket=bucket)
+    previous_last = None
+    for day in DAYS:
+        for n in range(objects_per_day):
+            lines = [{"log_id": f"{day}-{n}-{r}", "@timestamp": day.replace("/", "-") + "T12:00:00Z", "n": r}
+                     for r in range(records)]
+            if previous_last:
+                lines[0] = previous_last
+            previous_last = lines[-1]
+            aws.put(bucket, f"archive/{day}/part {n}.ndjson.gz", gz(ndjson(lines)))
+    return bucket
+
+
+def backfill_args(search, bucket, *extra, dead_letter_dir=None):
+    return ["backfill", "--bucket", bucket, "--es-url", search.url, "--s3-force-path-style",
+            "--index", f"{search.prefix}-%Y.%m.%d", "--fallback-index", f"{search.prefix}-undated",
+            *(["--dead-letter", str(dead_letter_dir)] if dead_letter_dir else []), *extra]
+
+
+def all_log_ids(aws, bucket):
+    """Every record's log_id in the bucket, read back with boto3."""
+    ids = []
+    for obj in aws.s3.list_objects_v2(Bucket=bucket).get("Contents", []):
+        body = aws.s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+        ids += [json.loads(line)["log_id"] for line in gzip.decompress(body).splitlines()]
+    return ids
+
+
+def test_replaying_twice_changes_nothing(aws, search, run_drsink, dead_letter_dir):
+    bucket = archive(aws, "twice")
+    ids = all_log_ids(aws, bucket)
+    first = ok(run_drsink(*backfill_args(search, bucket, dead_letter_dir=dead_letter_dir)))
+    assert first["objects"] == 6
+    assert first["records"] == len(ids) == 30
+    assert first["indexed"] == len(set(ids))
+    assert first["indexed"] + first["duplicates"] == 30
+    assert first["failed"] == 0 and first["dead_lettered"] == 0
+    assert first["bytes"] > 0
+    assert search.count_by_log_id() == {i: 1 for i in set(ids)}
+
+    second = ok(run_drsink(*backfill_args(search, bucket, dead_letter_dir=dead_letter_dir)))
+    assert second["indexed"] == 0
+    assert second["duplicates"] == 30
+    assert search.count_by_log_id() == {i: 1 for i in set(ids)}
+
+
+def test_killed_backfill_resumes_from_its_checkpoint(aws, search, start_drsink, run_drsink, tmp_path):
+    bucket = archive(aws, "resume", objects_per_day=4)
+    ids = all_log_ids(aws, bucket)
+    checkpoint = tmp_path / "checkpoint.ndjson"
+    # Slow enough (10 records/s, 5 records per object) to be killed half-way.
+    proc = start_drsink(*backfill_args(search, bucket, "--checkpoint", str(checkpoint),
+                                       "--concurrency", "1", "--max-records-per-sec", "10"))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if checkpoint.exists() and len(checkpoint.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = {json.loads(line)["key"] for line in checkpoint.read_text().splitlines() if line.strip()}
+    assert 3 <= len(done) < 12, done
+
+    rerun = ok(run_drsink(*backfill_args(search, bucket, "--checkpoint", str(checkpoint))))
+    assert rerun["skipped"] == len(done)
+    assert rerun["objects"] == 12 - len(done)
+    assert rerun["records"] == 5 * (12 - len(done))
+    assert search.count_by_log_id() == {i: 1 for i in set(ids)}
+    finished = {json.loads(line)["key"] for line in checkpoint.read_text().splitlines() if line.strip()}
+    assert len(finished) == 12
+
+    # A third run with the finished checkpoint reads nothing.
+    third = ok(run_drsink(*backfill_args(search, bucket, "--checkpoint", str(checkpoint))))
+    assert (third["skipped"], third["objects"], third["records"]) == (12, 0, 0)
+
+
+def test_since_until_selects_partitions_and_dry_run_reads_nothing(aws, search, run_drsink, moto_url):
+    bucket = unique("range", 50)
+    aws.s3.create_bucket(Bucket=bucket)
+    keys = {
+        "logs/2026/11/19/a.log": False,
+        "logs/2026/11/20/b.log": True,
+        "logs/dt=2026-11-21/c.log": True,
+        "logs/firehose-2026-11-21-12-00-00-x.log": True,
+        "logs/2026/11/22/d.log": False,
+        "logs/2025/e.log": False,
+        # No date in the key: its LastModified (now) is outside the range.
+        "logs/undated/f.log": False,
+    }
+    for key in keys:
+        aws.put(bucket, key, ndjson([{"log_id": key, "@timestamp": "2026-11-20T00:00:00Z"}]))
+    selected = {k for k, v in keys.items() if v}
+    window = ["--prefix", "logs/", "--since", "2026-11-20", "--until", "2026-11-21"]
+
+    # The moto recorder shows which S3 requests the dry run made.
+    requests.post(f"{moto_url}/moto-api/recorder/reset-recording").raise_for_status()
+    requests.post(f"{moto_url}/moto-api/recorder/start-recording").raise_for_status()
+    try:
+        dry = ok(run_drsink(*backfill_args(search, bucket, *window, "--dry-run")))
+    finally:
+        requests.post(f"{moto_url}/moto-api/recorder/stop-recording").raise_for_status()
+    recording = requests.get(f"{moto_url}/moto-api/recorder/download-recording").text
+    made = [json.loads(line) for line in recording.splitlines() if line.strip()]
+    assert any("list-type=2" in r["url"] for r in made), made
+    assert not [r for r in made if r["method"] == "GET" and "list-type" not in r["url"]], made
+    assert dry["objects"] == len(selected)
+    assert dry["bytes"] == sum(len(ndjson([{"log_id": k, "@timestamp": "2026-11-20T00:00:00Z"}])) for k in selected)
+    assert dry["records"] == 0
+    search.refresh(f"{search.prefix}-*")
+    assert search.docs() == []
+
+    real = ok(run_drsink(*backfill_args(search, bucket, *window)))
+    assert real["objects"] == len(selected)
+    assert set(search.count_by_log_id()) == selected
+
+
+def test_via_queue_then_worker_matches_a_local_backfill(aws, search, run_drsink, run_worker):
+    bucket = archive(aws, "fleet")
+    ids = all_log_ids(aws, bucket)
+    queue_url = aws.sqs.create_queue(QueueName=unique("fleet-queue", 60))["QueueUrl"]
+    sent = ok(run_drsink(*backfill_args(search, bucket, "--via-queue", queue_url)))
+    assert sent["enqueued"] == 6
+    assert sent["records"] == 0
+    assert aws.queue_depth(queue_url) == 6
+
+    worked = ok(run_worker(queue_url))
+    assert worked["objects"] == 6
+    assert worked["records"] == 30
+    assert aws.queue_depth(queue_url) == 0
+    assert search.count_by_log_id() == {i: 1 for i in set(ids)}
