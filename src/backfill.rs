@@ -48,11 +48,13 @@ pub async fn run(
     let checkpoint = match &settings.checkpoint {
         Some(path) if !settings.dry_run && settings.via_queue.is_none() => {
             let checkpoint = Checkpoint::open(path)?;
-            tracing::info!(
-                completed = checkpoint.len(),
-                "resuming from checkpoint {}",
-                path.display()
-            );
+            if !checkpoint.is_empty() {
+                tracing::info!(
+                    completed = checkpoint.len(),
+                    "resuming from checkpoint {}",
+                    path.display()
+                );
+            }
             Some(Arc::new(checkpoint))
         }
         _ => None,
