@@ -125,6 +125,8 @@ const LEVEL: usize = 6;
 const ECS_LEVEL_DOTTED: usize = 7;
 const ECS_LOG: usize = 8;
 const ID_FIELDS: usize = 9;
+/// Keys looked up without a heap allocation.
+const INLINE_KEYS: usize = 16;
 
 pub struct ParserOptions<'a> {
     pub timestamp_field: &'a str,
@@ -174,13 +176,26 @@ impl RecordParser {
         } else {
             LEVEL
         };
-        let wanted: Vec<&[u8]> = self.wanted[..wanted_count]
+        // On the stack: two heap allocations per record cost more than
+        // the key comparisons (see BENCHMARKS.md).
+        let keys = self.wanted[..wanted_count]
             .iter()
-            .chain(&self.wanted[ID_FIELDS..])
-            .map(Vec::as_slice)
-            .collect();
-        let mut found = vec![None; wanted.len()];
-        scan_object(text, &wanted, &mut found).map_err(RecordError::NotObject)?;
+            .chain(&self.wanted[ID_FIELDS..]);
+        let count = wanted_count + (self.wanted.len() - ID_FIELDS);
+        let (mut wanted_buf, mut found_buf) = ([&[][..]; INLINE_KEYS], [None; INLINE_KEYS]);
+        let (wanted_vec, mut found_vec): (Vec<&[u8]>, Vec<Option<&[u8]>>);
+        let (wanted, found): (&[&[u8]], &mut [Option<&[u8]>]) = if count <= INLINE_KEYS {
+            for (w, k) in wanted_buf.iter_mut().zip(keys) {
+                *w = k;
+            }
+            (&wanted_buf[..count], &mut found_buf[..count])
+        } else {
+            wanted_vec = keys.map(Vec::as_slice).collect();
+            found_vec = vec![None; count];
+            (&wanted_vec, &mut found_vec)
+        };
+        scan_object(text, wanted, found).map_err(RecordError::NotObject)?;
+        let found = &*found;
         let field = |index: usize| -> Option<&'a [u8]> {
             match index {
                 _ if index < wanted_count => found[index],
@@ -468,10 +483,12 @@ impl RecordParser {
         let digest: [u8; 20] = hasher.finalize().into();
         let mut bytes = [0u8; 16];
         bytes.copy_from_slice(&digest[..16]);
+        let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
         uuid::Builder::from_sha1_bytes(bytes)
             .into_uuid()
             .hyphenated()
-            .to_string()
+            .encode_lower(&mut text)
+            .to_owned()
     }
 }
 

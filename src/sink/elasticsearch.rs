@@ -96,14 +96,25 @@ struct EsEncoder {
     /// `"drsink":{"source":"s3://bucket/key","line":` — where every
     /// document came from, so an operator can trace it to its archive object.
     origin: Vec<u8>,
+    /// The previous record's index, and its action line up to the id:
+    /// records of one object nearly always share it.
+    index: String,
+    prefix: Vec<u8>,
 }
 
 impl Encoder for EsEncoder {
     fn encode(&mut self, record: &Record<'_>, out: &mut Vec<u8>) -> Range<usize> {
-        out.extend_from_slice(self.action);
-        write_json_str(out, self.router.index_for(record.timestamp_ms));
-        out.extend_from_slice(b",\"_id\":");
-        write_json_str(out, &record.log_id);
+        let index = self.router.index_for(record.timestamp_ms);
+        if index != self.index || self.prefix.is_empty() {
+            self.index.clear();
+            self.index.push_str(index);
+            self.prefix.clear();
+            self.prefix.extend_from_slice(self.action);
+            write_json_str(&mut self.prefix, index);
+            self.prefix.extend_from_slice(b",\"_id\":");
+        }
+        out.extend_from_slice(&self.prefix);
+        write_id(out, record);
         out.extend_from_slice(b"}}\n");
         let start = out.len();
         // Fields are spliced in front of the record's own rather than
@@ -120,7 +131,7 @@ impl Encoder for EsEncoder {
         }
         if record.id_generated {
             out.extend_from_slice(b"\"log_id\":");
-            write_json_str(out, &record.log_id);
+            write_id(out, record);
             out.push(b',');
         }
         let rest = &record.json[1..];
@@ -131,6 +142,19 @@ impl Encoder for EsEncoder {
         let end = out.len();
         out.push(b'\n');
         start..end
+    }
+}
+
+/// A generated id is a UUID, and a borrowed one is the record's own JSON
+/// string without escapes (the scanner rejects raw control characters) or a
+/// bare number: none needs escaping.
+fn write_id(out: &mut Vec<u8>, record: &Record<'_>) {
+    if record.id_generated || matches!(record.log_id, std::borrow::Cow::Borrowed(_)) {
+        out.push(b'"');
+        out.extend_from_slice(record.log_id.as_bytes());
+        out.push(b'"');
+    } else {
+        write_json_str(out, &record.log_id);
     }
 }
 
@@ -214,6 +238,8 @@ impl Sink for Elasticsearch {
                 EsAction::Index => b"{\"index\":{\"_index\":",
             },
             router: self.indices.router(),
+            index: String::new(),
+            prefix: Vec::new(),
         })
     }
 

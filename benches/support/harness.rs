@@ -1,0 +1,172 @@
+//! The two measured paths, shared by the criterion bench and the
+//! `decode_ratio` example (which perf profiles): plain gzip decompression,
+//! and drsink's decode-to-bulk-body path on the same bytes.
+
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use drsink::batch::Limits;
+use drsink::cli::EsAction;
+use drsink::decode::{Format, ObjectDecoder};
+use drsink::notification::ObjectRef;
+use drsink::records::{ParserOptions, RecordParser};
+use drsink::routing::IndexPattern;
+use drsink::sink::elasticsearch::Elasticsearch;
+use drsink::sink::Sink;
+
+/// Output buffer of the plain decompression (the size of drsink's line buffer).
+const SINK_BUFFER: usize = 256 * 1024;
+
+/// Plain gzip decompression (flate2 `MultiGzDecoder`, the backend drsink
+/// uses) into a buffer that is thrown away; returns the bytes produced.
+pub fn gunzip(gz: &[u8]) -> u64 {
+    let mut decoder = flate2::bufread::MultiGzDecoder::new(gz);
+    let mut buf = vec![0u8; SINK_BUFFER];
+    let mut total = 0u64;
+    loop {
+        match decoder.read(&mut buf) {
+            Ok(0) => return total,
+            Ok(n) => total += n as u64,
+            Err(e) => panic!("gunzip: {e}"),
+        }
+    }
+}
+
+/// What the decode path needs, built once, as `drsink worker` does with its
+/// defaults (`--format auto`, `@timestamp`, `level`, no `--min-level`,
+/// whole-line fingerprints, `create`, 5 MiB / 10 000 record batches, 1 MiB
+/// records).
+pub struct Ctx {
+    pub parser: RecordParser,
+    pub sink: Elasticsearch,
+    pub object: ObjectRef,
+    pub limits: Limits,
+    pub max_record_bytes: usize,
+}
+
+impl Ctx {
+    pub fn new() -> Ctx {
+        Ctx {
+            parser: RecordParser::new(&ParserOptions {
+                timestamp_field: "@timestamp",
+                id_fields: &[],
+                level_field: "level",
+                min_level: None,
+            }),
+            sink: Elasticsearch::new(
+                "http://127.0.0.1:9200",
+                EsAction::Create,
+                Duration::from_secs(60),
+                IndexPattern::new("logs-%Y.%m.%d", "logs-undated").expect("valid pattern"),
+            )
+            .expect("valid sink"),
+            object: ObjectRef {
+                bucket: "bench".into(),
+                key: "bench.json.gz".into(),
+                region: None,
+                version_id: None,
+                event_time: None,
+            },
+            limits: Limits {
+                bytes: 5 * 1024 * 1024,
+                records: 10_000,
+            },
+            max_record_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// Totals of one decode run.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Decoded {
+    pub records: u64,
+    pub batches: u64,
+    pub body_bytes: u64,
+    pub dead_letters: u64,
+}
+
+/// drsink's decode-to-bulk-body path: `ObjectDecoder::decode` with the
+/// Elasticsearch encoder; every chunk is dropped once counted.
+pub fn decode_to_bulk(ctx: &Ctx, input: &[u8]) -> Decoded {
+    decode_to_bulk_from(ctx, input)
+}
+
+/// `decode_to_bulk` from any reader.
+pub fn decode_to_bulk_from(ctx: &Ctx, input: impl Read) -> Decoded {
+    let decoder = ObjectDecoder {
+        parser: &ctx.parser,
+        limits: ctx.limits,
+        max_record_bytes: ctx.max_record_bytes,
+        format: Format::Auto,
+    };
+    let mut encoder = ctx.sink.encoder(&ctx.object);
+    let mut out = Decoded::default();
+    decoder
+        .decode(&ctx.object, input, encoder.as_mut(), |chunk| {
+            out.records += chunk.records;
+            out.dead_letters += chunk.letters.len() as u64;
+            if let Some(batch) = chunk.batch {
+                out.batches += 1;
+                out.body_bytes += batch.body.len() as u64;
+            }
+            Ok(())
+        })
+        .expect("decoding from memory cannot fail");
+    out
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Times `rounds` interleaved runs of both paths (A B A B …, so drift and
+/// noise hit both alike) and prints MB/s, records/s and the ratio of the
+/// medians. Returns the ratio decode / gunzip (by throughput).
+pub fn ratio(label: &str, gz: &[u8], uncompressed: usize, rounds: usize) -> f64 {
+    let ctx = Ctx::new();
+    // Warm-up, and the record count.
+    let produced = gunzip(gz);
+    assert_eq!(produced as usize, uncompressed, "gunzip output size");
+    let decoded = decode_to_bulk(&ctx, gz);
+    assert_eq!(decoded.dead_letters, 0, "generated data must all be valid");
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let t = Instant::now();
+        std::hint::black_box(gunzip(std::hint::black_box(gz)));
+        a.push(t.elapsed());
+        let t = Instant::now();
+        std::hint::black_box(decode_to_bulk(&ctx, std::hint::black_box(gz)));
+        b.push(t.elapsed());
+    }
+    let (ta, tb) = (median(a), median(b));
+    let mb = uncompressed as f64 / 1e6;
+    let ratio = ta.as_secs_f64() / tb.as_secs_f64();
+    println!(
+        "{label}: {mb:.1} MB uncompressed ({:.1} MB gzip, {} records, {:.0} B/record avg), median of {rounds} interleaved rounds",
+        gz.len() as f64 / 1e6,
+        decoded.records,
+        uncompressed as f64 / decoded.records as f64,
+    );
+    println!(
+        "  (a) gunzip          {:8.1} ms  {:7.1} MB/s  {:10.0} records/s",
+        ta.as_secs_f64() * 1e3,
+        mb / ta.as_secs_f64(),
+        decoded.records as f64 / ta.as_secs_f64()
+    );
+    println!(
+        "  (b) decode-to-bulk  {:8.1} ms  {:7.1} MB/s  {:10.0} records/s  ({} batches, {:.1} MB of bulk bodies)",
+        tb.as_secs_f64() * 1e3,
+        mb / tb.as_secs_f64(),
+        decoded.records as f64 / tb.as_secs_f64(),
+        decoded.batches,
+        decoded.body_bytes as f64 / 1e6
+    );
+    println!(
+        "  ratio b/a = {ratio:.3} (target >= 0.8: {})",
+        if ratio >= 0.8 { "met" } else { "NOT met" }
+    );
+    ratio
+}
