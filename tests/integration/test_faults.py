@@ -1,0 +1,272 @@
+"""Fault injection: drsink's delivery guarantees (nothing lost, nothing doubled) under
+throttling, an outage of the search server, a killed worker, SIGTERM, mapping conflicts,
+and a visibility timeout shorter than an object's processing.
+
+Each test runs the real binary against both flavours and asserts the exact number of
+documents per log_id, an empty queue (visible + in flight) and the summary. Faults come
+from the test suite's own FaultProxy (faultproxy.py) in front of the real server, or
+from stopping the server itself. Queues get a 2 s visibility timeout where messages
+must come back quickly (after a kill, or a receive cut short by SIGTERM)."""
+import json
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+import servers
+from harness import Search, dead_letters, ndjson
+
+TIMESTAMP = "2026-11-21T10:00:00Z"
+
+
+def ok(result):
+    rc, out, err, summary = result
+    assert rc == 0, f"drsink exited {rc}\nstderr:\n{err[-4000:]}"
+    assert summary is not None, f"no JSON summary as last stdout line:\n{out[-2000:]}"
+    return summary
+
+
+def wait_for(condition, timeout: float, what: str, every: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(every)
+
+
+def put_objects(aws, pipeline, tag: str, objects: int, records: int, first: int = 0) -> list[str]:
+    """`objects` NDJSON objects of `records` records each; returns their log_ids."""
+    ids = []
+    for o in range(first, first + objects):
+        batch = [{"log_id": f"{tag}-{o}-{r}", "@timestamp": TIMESTAMP, "n": r} for r in range(records)]
+        aws.put(pipeline.buckets[o % len(pipeline.buckets)], f"{tag}/object {o}.ndjson", ndjson(batch))
+        ids += [r["log_id"] for r in batch]
+    return ids
+
+
+def short_visibility(aws, pipeline, seconds: int = 2) -> None:
+    aws.sqs.set_queue_attributes(QueueUrl=pipeline.queue_url, Attributes={"VisibilityTimeout": str(seconds)})
+
+
+def in_flight(aws, queue_url: str) -> int:
+    attrs = aws.sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"])
+    return int(attrs["Attributes"]["ApproximateNumberOfMessagesNotVisible"])
+
+
+def assert_exactly_once(search: Search, ids: list[str]) -> None:
+    counts = search.count_by_log_id()
+    assert len(counts) == len(ids) and counts == {i: 1 for i in ids}, (
+        f"missing: {sorted(set(ids) - set(counts))[:10]}, "
+        f"doubled: {[i for i, n in counts.items() if n > 1][:10]}, extra: {sorted(set(counts) - set(ids))[:10]}")
+
+
+def test_throttling_retries_only_the_rejected(aws, pipeline, search, fault_proxy, run_worker):
+    """1. A share of items and of whole requests answer 429 (or 503): every record is
+    indexed exactly once, and only what was refused is sent again."""
+    ids = put_objects(aws, pipeline, "thr", objects=4, records=50)
+    fault_proxy.configure(request_fail_share=0.25, item_reject_share=0.3)
+    summary = ok(run_worker(pipeline.queue_url, "--batch-records", "10", "--max-retry-interval", "0.2",
+                            es_url=fault_proxy.url))
+    assert_exactly_once(search, ids)
+    assert aws.queue_depth(pipeline.queue_url) == 0
+    assert fault_proxy.stats["rejected_items"] > 0 and fault_proxy.stats["failed_requests"] > 0
+    # Refused items never reached the server, so no retry can have been a duplicate.
+    assert (summary["records"], summary["indexed"], summary["duplicates"]) == (200, 200, 0)
+    assert fault_proxy.stats["forwarded_items"] == 200
+    assert summary["retried"] >= fault_proxy.stats["rejected_items"] > 0
+    assert (summary["failed"], summary["dead_lettered"], summary["objects"]) == (0, 0, 4)
+
+
+@pytest.fixture
+def outage(search, fault_proxy, tmp_path):
+    """(search server for this test, es_url for drsink, down(), up()).
+
+    elasticsearch: a noida-db of this test's own (so the shared one is not disturbed),
+    really stopped (SIGTERM: it saves its data) and started again on the same port.
+    opensearch: osmem-server keeps no data across a restart, which would lose what
+    drsink had already indexed and acknowledged, so the outage is the fault proxy
+    cutting every connection without an answer instead."""
+    if search.flavour == "elasticsearch":
+        state = tmp_path / "noida-state"
+        url, _ = servers.ensure("elasticsearch", state=state)
+        port = int(url.rsplit(":", 1)[1])
+        private = Search("elasticsearch", url, search.prefix)
+        yield (private, url,
+               lambda: servers.stop("elasticsearch", state=state),
+               lambda: servers.ensure("elasticsearch", state=state, fresh=False, port=port))
+        servers.stop("elasticsearch", state=state)
+    else:
+        yield (search, fault_proxy.url,
+               lambda: fault_proxy.configure(down=True),
+               lambda: fault_proxy.configure(down=False))
+
+
+def test_search_server_outage(aws, pipeline, outage, worker_args, start_drsink):
+    """2. The search server goes away in the middle of a run and comes back: no message
+    is deleted while it is away, the worker keeps running and recovers by itself."""
+    search, es_url, down, up = outage
+    short_visibility(aws, pipeline)
+    worker = start_drsink(*worker_args(pipeline.queue_url, "--batch-records", "10", "--max-retry-interval", "0.5",
+                                       es_url=es_url, exit_when_idle=False))
+    before = put_objects(aws, pipeline, "out", objects=3, records=20)
+    wait_for(lambda: aws.queue_depth(pipeline.queue_url) == 0 and len(search.count_by_log_id()) == 60, 30,
+             "the first objects to be indexed")
+
+    down()
+    during = put_objects(aws, pipeline, "out", objects=3, records=20, first=3)
+    # The messages are received (in flight) and stay there, heartbeat after heartbeat.
+    wait_for(lambda: in_flight(aws, pipeline.queue_url) == 3, 15, "the worker to receive the new messages")
+    for _ in range(8):
+        time.sleep(0.5)
+        assert aws.queue_depth(pipeline.queue_url) == 3, "a message was deleted while the server was away"
+        assert worker.running(), "the worker gave up while the server was away"
+
+    up()
+    wait_for(lambda: aws.queue_depth(pipeline.queue_url) == 0, 60, "the worker to recover")
+    worker.send_signal(signal.SIGTERM)
+    summary = ok(worker.wait(30))
+    assert_exactly_once(search, before + during)
+    assert summary["messages"] == 8  # 6 objects + moto's 2 s3:TestEvents, each received once
+    assert summary["records"] == summary["indexed"] + summary["duplicates"] == 120
+    assert summary["retried"] > 0
+    assert (summary["failed"], summary["dead_lettered"]) == (0, 0)
+
+
+def test_worker_killed_mid_batch(aws, pipeline, search, fault_proxy, run_worker, worker_args, start_drsink):
+    """3. The worker is SIGKILLed while its bulk requests are indexed but not yet answered;
+    its messages come back within the queue's visibility timeout and the second run's
+    copies merge with the first's by log_id."""
+    short_visibility(aws, pipeline)
+    ids = put_objects(aws, pipeline, "kill", objects=6, records=30)
+    fault_proxy.configure(delay=0.3)
+    first = start_drsink(*worker_args(pipeline.queue_url, "--batch-records", "5", "--concurrency", "3",
+                                      es_url=fault_proxy.url))
+    wait_for(lambda: fault_proxy.stats["forwarded_items"] >= 20, 30, "bulk requests to reach the server")
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    indexed_before = len(search.count_by_log_id())
+    assert 0 < indexed_before < len(ids), "the kill did not land mid-run"
+
+    fault_proxy.configure(delay=0)
+    wait_for(lambda: in_flight(aws, pipeline.queue_url) == 0, 15, "the killed worker's messages to come back")
+    summary = ok(run_worker(pipeline.queue_url, "--batch-records", "5", "--visibility-timeout", "2",
+                            es_url=fault_proxy.url))
+    assert_exactly_once(search, ids)
+    assert aws.queue_depth(pipeline.queue_url) == 0
+    assert summary["duplicates"] > 0, "no replayed record merged with its first copy"
+    assert summary["indexed"] + summary["duplicates"] == summary["records"]
+    assert summary["indexed"] == len(ids) - indexed_before
+    assert (summary["failed"], summary["dead_lettered"]) == (0, 0)
+
+
+def test_sigterm_mid_run(aws, pipeline, search, fault_proxy, run_worker, worker_args, start_drsink):
+    """4. SIGTERM in the middle of a run: the worker stops receiving, finishes what it
+    holds, exits 0 with its summary; the next run processes the rest, nothing twice."""
+    short_visibility(aws, pipeline)
+    ids = put_objects(aws, pipeline, "term", objects=8, records=20)
+    fault_proxy.configure(delay=0.2)
+    first = start_drsink(*worker_args(pipeline.queue_url, "--batch-records", "5", "--concurrency", "2",
+                                      es_url=fault_proxy.url))
+    wait_for(lambda: fault_proxy.stats["bulk_requests"] >= 3, 30, "the first run to be under way")
+    first.send_signal(signal.SIGTERM)
+    one = ok(first.wait(30))
+    assert one["failed"] == 0
+    assert 0 < one["objects"] < 8, "SIGTERM did not land mid-run"
+    assert one["records"] == one["indexed"] == 20 * one["objects"]  # what it held, it finished
+
+    fault_proxy.configure(delay=0)
+    # A receive cut short by the signal may hold messages until their visibility expires.
+    wait_for(lambda: in_flight(aws, pipeline.queue_url) == 0, 15, "messages held by the first run to come back")
+    two = ok(run_worker(pipeline.queue_url, "--batch-records", "5", es_url=fault_proxy.url))
+    assert_exactly_once(search, ids)
+    assert aws.queue_depth(pipeline.queue_url) == 0
+    assert one["objects"] + two["objects"] == 8
+    assert (two["records"], two["indexed"], two["duplicates"]) == (160 - one["records"],) * 2 + (0,)
+    assert two["failed"] == 0
+
+
+def test_mapping_conflict_dead_letters_then_redrive(aws, pipeline, search, run_worker, run_drsink, dead_letter_dir):
+    """5. An index template maps `when` as a date; records with text there are
+    dead-lettered with the server's reason, the rest indexed. A redrive while the
+    conflict stands rejects them again (they stay, in a new file); after the template
+    and the (empty) index of their day are deleted, a redrive indexes them and removes
+    them from the store, keeping only entries that have no record to submit."""
+    template = f"{search.prefix}-tpl"
+    res = search.request("PUT", f"_index_template/{template}", json={
+        "index_patterns": [f"{search.prefix}-*"],
+        "template": {"mappings": {"properties": {"when": {"type": "date"}}}}})
+    assert res.ok, res.text
+    try:
+        # Good records are from the 21st, conflicting ones from the 22nd, so the fix can
+        # drop the 22nd's index (it holds no document) without losing the good ones.
+        good = [{"log_id": f"map-ok-{i}", "@timestamp": TIMESTAMP, "when": "2026-11-21T09:00:00Z"}
+                for i in range(6)]
+        bad = [{"log_id": f"map-bad-{i}", "@timestamp": "2026-11-22T10:00:00Z", "when": f"not a date {i}"}
+               for i in range(3)]
+        records = [good[0], bad[0], *good[1:4], bad[1], *good[4:], bad[2]]
+        key = "mapping/conflict ü.ndjson"
+        aws.put(pipeline.buckets[0], key, ndjson(records))
+        summary = ok(run_worker(pipeline.queue_url))
+        assert search.count_by_log_id() == {r["log_id"]: 1 for r in good}
+        assert aws.queue_depth(pipeline.queue_url) == 0
+        assert (summary["records"], summary["indexed"], summary["dead_lettered"]) == (9, 6, 3)
+        entries = sorted(dead_letters(dead_letter_dir), key=lambda e: e["line"])
+        assert [json.loads(e["record"])["log_id"] for e in entries] == [r["log_id"] for r in bad]
+        assert [e["line"] for e in entries] == [2, 6, 9]
+        for e in entries:
+            assert (e["bucket"], e["key"]) == (pipeline.buckets[0], key)
+            assert e["error"]["type"] in ("mapper_parsing_exception", "document_parsing_exception")
+            assert e["error"]["type"] in e["reason"] and "when" in e["error"]["reason"]
+
+        # An object-level fault (no record) sits in the same file: redrive keeps it.
+        [first_file] = list(dead_letter_dir.glob("*.ndjson"))
+        object_fault = {"reason": "Gzip stream is corrupt or truncated near byte 10", "bucket": pipeline.buckets[1],
+                        "key": "broken.gz", "offset": 10, "time": "2026-11-21T10:00:00.000Z"}
+        with first_file.open("a") as f:
+            f.write(json.dumps(object_fault) + "\n")
+
+        redrive = ("redrive", "--from", str(dead_letter_dir), "--es-url", search.url,
+                   "--index", f"{search.prefix}-%Y.%m.%d", "--fallback-index", f"{search.prefix}-undated")
+        again = ok(run_drsink(*redrive))
+        assert (again["records"], again["indexed"], again["dead_lettered"]) == (3, 0, 3)
+        assert not first_file.exists()
+        kept = dead_letters(dead_letter_dir)
+        assert sorted(e.get("record") and json.loads(e["record"])["log_id"] or e["key"] for e in kept) == \
+            ["broken.gz", "map-bad-0", "map-bad-1", "map-bad-2"]
+        assert {e["line"] for e in kept if "record" in e} == {2, 6, 9}
+    finally:
+        search.request("DELETE", f"_index_template/{template}")
+
+    search.request("DELETE", f"{search.prefix}-2026.11.22")
+    fixed = ok(run_drsink(*redrive))
+    assert (fixed["records"], fixed["indexed"], fixed["duplicates"], fixed["dead_lettered"]) == (3, 3, 0, 0)
+    assert_exactly_once(search, [r["log_id"] for r in records])
+    assert dead_letters(dead_letter_dir) == [object_fault]
+
+
+def test_visibility_shorter_than_processing(aws, pipeline, search, fault_proxy, worker_args, start_drsink):
+    """6. One object takes far longer than the queue's visibility timeout (2 s) while two
+    workers poll the same queue: the heartbeat keeps the message from the second worker,
+    so the object is processed once, not twice in parallel."""
+    short_visibility(aws, pipeline)
+    fault_proxy.configure(delay=0.25)
+    args = worker_args(pipeline.queue_url, "--batch-records", "10", es_url=fault_proxy.url, exit_when_idle=False)
+    workers = [start_drsink(*args), start_drsink(*args)]
+    time.sleep(1)  # both polling
+    started = time.monotonic()
+    ids = put_objects(aws, pipeline, "vis", objects=1, records=200)
+    wait_for(lambda: aws.queue_depth(pipeline.queue_url) == 0, 60, "the object to be processed")
+    took = time.monotonic() - started
+    for worker in workers:
+        worker.send_signal(signal.SIGTERM)
+    summaries = [ok(worker.wait(30)) for worker in workers]
+    assert took > 4, f"processing took {took:.1f}s, not longer than the visibility timeout"
+    assert_exactly_once(search, ids)
+    total = {k: sum(s[k] for s in summaries) for k in ("messages", "records", "indexed", "duplicates", "failed")}
+    # The object's message plus moto's 2 s3:TestEvents, each received once in all.
+    assert total == {"messages": 3, "records": 200, "indexed": 200, "duplicates": 0, "failed": 0}
+    assert fault_proxy.stats["forwarded_items"] == 200
