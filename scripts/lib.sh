@@ -14,3 +14,13 @@ ensure_venv() {
   "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$req"
   echo "$want" >"$stamp"
 }
+
+# Debian's redis-server, for the Splunk sink's Redis dedup-ledger tests (they start
+# their own instance on a free port). Installed once if missing.
+ensure_redis_server() {
+  command -v redis-server >/dev/null 2>&1 && return 0
+  echo "installing redis-server (Debian package) for the Redis ledger tests" >&2
+  local sudo=""
+  [[ "$(id -u)" -eq 0 ]] || sudo="sudo"
+  $sudo apt-get update -qq && $sudo apt-get install -y -qq redis-server >/dev/null
+}

@@ -14,22 +14,30 @@ use crate::cli::{
 use crate::dead_letter::DeadLetterStore;
 use crate::delivery::Delivery;
 use crate::listing::{Selection, TimeRange};
+use crate::metrics::{self, Metrics};
 use crate::object::ObjectStore;
 use crate::pipeline::{Pipeline, INFLIGHT_UNIT};
 use crate::rate::RateLimit;
 use crate::records::{ParserOptions, RecordParser};
 use crate::routing::IndexPattern;
+use crate::sink::auth::EsConnection;
 use crate::sink::elasticsearch::Elasticsearch;
 use crate::sink::Sink;
 use crate::stats::Stats;
 use crate::worker::{self, Shutdown, Worker};
 
 pub async fn run(command: Command, stats: Arc<Stats>, shutdown: Shutdown) -> anyhow::Result<()> {
+    if let Command::Config(args) = &command {
+        return crate::config::print(args);
+    }
     let aws = aws_config::load_from_env().await;
     match command {
         Command::Worker(args) => run_worker(args, &aws, stats, shutdown).await,
         Command::Backfill(args) => run_backfill(args, &aws, stats, shutdown).await,
         Command::Redrive(args) => run_redrive(args, &aws, stats, shutdown).await,
+        Command::Setup(args) => crate::setup::run(args, &aws).await,
+        Command::Check(args) => crate::check::run(args, &aws).await,
+        Command::Config(args) => crate::config::print(&args),
     }
 }
 
@@ -54,10 +62,11 @@ async fn run_backfill(
     stats: Arc<Stats>,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    if args.concurrency == 0 {
-        bail!("--concurrency must be at least 1");
-    }
     let pipeline = build_pipeline(&args.pipeline, aws, stats, &shutdown).await?;
+    if let Some(addr) = args.metrics_addr {
+        let queue = args.via_queue.as_ref().map(|url| (aws, url.as_str()));
+        serve_metrics(addr, &pipeline, queue).await?;
+    }
     if !args.dry_run && args.via_queue.is_none() {
         check_sink(&pipeline).await?;
     }
@@ -94,10 +103,10 @@ async fn run_worker(
     stats: Arc<Stats>,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    if args.concurrency == 0 {
-        bail!("--concurrency must be at least 1");
-    }
     let pipeline = build_pipeline(&args.pipeline, aws, stats, &shutdown).await?;
+    if let Some(addr) = args.metrics_addr {
+        serve_metrics(addr, &pipeline, Some((aws, &args.queue_url))).await?;
+    }
     check_sink(&pipeline).await?;
     let settings = worker::Settings {
         queue_url: args.queue_url,
@@ -110,6 +119,28 @@ async fn run_worker(
     };
     let worker = Worker::new(aws_sdk_sqs::Client::new(aws), settings, pipeline, shutdown).await?;
     Arc::new(worker).run().await
+}
+
+/// `--metrics-addr`: /metrics, /healthz, and /readyz checking the sink (and
+/// the queue, when there is one).
+async fn serve_metrics(
+    addr: std::net::SocketAddr,
+    pipeline: &Pipeline,
+    queue: Option<(&aws_config::SdkConfig, &str)>,
+) -> anyhow::Result<()> {
+    let mut probes: Vec<Box<dyn metrics::Probe>> = Vec::new();
+    if let Some((aws, queue_url)) = queue {
+        probes.push(Box::new(metrics::QueueProbe {
+            sqs: aws_sdk_sqs::Client::new(aws),
+            queue_url: queue_url.to_owned(),
+        }));
+    }
+    probes.push(Box::new(metrics::SinkProbe(Arc::clone(
+        &pipeline.delivery.sink,
+    ))));
+    let readiness = Arc::new(metrics::Readiness::new(probes));
+    metrics::serve(addr, Arc::clone(&pipeline.delivery.metrics), readiness).await?;
+    Ok(())
 }
 
 /// Fails fast, with one sentence, when the sink cannot be reached.
@@ -129,25 +160,45 @@ async fn build_pipeline(
     stats: Arc<Stats>,
     shutdown: &Shutdown,
 ) -> anyhow::Result<Arc<Pipeline>> {
-    if args.batch_bytes == 0 || args.batch_records == 0 {
-        bail!("--batch-bytes and --batch-records must be at least 1");
+    if args.batch_bytes == 0 || args.batch_records == 0 || args.hec.hec_batch_bytes == 0 {
+        bail!("--batch-bytes, --hec-batch-bytes and --batch-records must be at least 1");
     }
+    let batch_bytes = match args.sink {
+        SinkKind::SplunkHec => args.hec.hec_batch_bytes,
+        SinkKind::Elasticsearch => args.batch_bytes,
+    };
     // The budget is counted in KiB; it must hold at least one batch.
     let inflight_units = args
         .max_inflight_bytes
-        .max(args.batch_bytes)
+        .max(batch_bytes)
         .div_ceil(INFLIGHT_UNIT)
         .min(Semaphore::MAX_PERMITS);
     let indices =
         IndexPattern::new(&args.index, &args.fallback_index).map_err(anyhow::Error::msg)?;
     let sink: Arc<dyn Sink> = match args.sink {
         SinkKind::Elasticsearch => Arc::new(
-            Elasticsearch::new(&args.es_url, args.es_action, args.es_timeout, indices)
+            Elasticsearch::with_connection(
+                &args.es_url,
+                args.es_action,
+                args.es_timeout,
+                indices,
+                EsConnection::from_args(&args.es_auth, aws).map_err(anyhow::Error::msg)?,
+            )
+            .map_err(anyhow::Error::msg)?,
+        ),
+        SinkKind::SplunkHec => Arc::new(
+            crate::sink::splunk::from_args(&args.hec)
+                .await
                 .map_err(anyhow::Error::msg)?,
         ),
     };
     Ok(Arc::new(Pipeline {
-        store: ObjectStore::new(aws.clone(), args.s3_force_path_style),
+        store: ObjectStore::new(
+            crate::sink::auth::s3_config(aws, &args.assume_role)
+                .await
+                .map_err(anyhow::Error::msg)?,
+            args.s3_force_path_style,
+        ),
         parser: RecordParser::new(&ParserOptions {
             timestamp_field: &args.timestamp_field,
             id_fields: &args.id_fields,
@@ -161,12 +212,13 @@ async fn build_pipeline(
                     .as_deref()
                     .unwrap_or(Path::new(DEFAULT_DEAD_LETTER)),
             )),
+            metrics: Arc::new(Metrics::new(Arc::clone(&stats))),
             stats,
             max_retry_interval: args.max_retry_interval,
             abort: shutdown.abort.clone(),
         },
         limits: Limits {
-            bytes: args.batch_bytes,
+            bytes: batch_bytes,
             records: args.batch_records,
         },
         max_record_bytes: args.max_record_bytes,

@@ -16,6 +16,21 @@ pub use crate::decode::Format;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+
+    /// Configuration file (TOML, flat, keys are the long flag names in snake_case);
+    /// flags and environment variables override it.
+    #[arg(long, global = true, env = "DRSINK_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Log format on stderr: `text` for people, `json` (one object per line) for log collectors.
+    #[arg(long, global = true, env = "DRSINK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -26,6 +41,12 @@ pub enum Command {
     Backfill(BackfillArgs),
     /// Re-submit dead letters (e.g. after a mapping fix) through the sink; removes only what was accepted.
     Redrive(RedriveArgs),
+    /// Install the index template (and optionally a retention policy) for --index; idempotent.
+    Setup(crate::setup::SetupArgs),
+    /// Verify queue, bucket, cluster (or HEC) and template, one line per check.
+    Check(crate::check::CheckArgs),
+    /// Print the effective configuration of a command (e.g. `drsink config worker`), secrets redacted.
+    Config(crate::config::ConfigArgs),
 }
 
 #[derive(Debug, Args)]
@@ -52,7 +73,7 @@ pub struct BackfillArgs {
     pub until: Option<chrono::DateTime<chrono::Utc>>,
 
     /// Objects processed at once.
-    #[arg(long, env = "DRSINK_CONCURRENCY", default_value_t = default_concurrency())]
+    #[arg(long, env = "DRSINK_CONCURRENCY", default_value_t = default_concurrency(), value_parser = at_least_one())]
     pub concurrency: usize,
 
     /// File recording completed objects; a rerun with it skips them.
@@ -67,6 +88,10 @@ pub struct BackfillArgs {
     /// this queue, so the worker fleet shares the replay.
     #[arg(long, env = "DRSINK_VIA_QUEUE")]
     pub via_queue: Option<String>,
+
+    /// Serve Prometheus /metrics, /healthz and /readyz on this HOST:PORT.
+    #[arg(long, env = "DRSINK_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 
     #[command(flatten)]
     pub pipeline: PipelineArgs,
@@ -89,7 +114,7 @@ pub struct WorkerArgs {
     pub queue_url: String,
 
     /// Messages processed at once (each may name several objects).
-    #[arg(long, env = "DRSINK_CONCURRENCY", default_value_t = default_concurrency())]
+    #[arg(long, env = "DRSINK_CONCURRENCY", default_value_t = default_concurrency(), value_parser = at_least_one())]
     pub concurrency: usize,
 
     /// SQS long-poll wait in seconds (0-20).
@@ -112,6 +137,10 @@ pub struct WorkerArgs {
     /// Seconds to finish in-flight work after SIGTERM/SIGINT before abandoning it to the queue.
     #[arg(long, env = "DRSINK_SHUTDOWN_TIMEOUT", default_value = "30", value_parser = parse_seconds)]
     pub shutdown_timeout: Duration,
+
+    /// Serve Prometheus /metrics, /healthz and /readyz on this HOST:PORT.
+    #[arg(long, env = "DRSINK_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 
     #[command(flatten)]
     pub pipeline: PipelineArgs,
@@ -197,6 +226,88 @@ pub struct PipelineArgs {
     /// Address S3 buckets by path (for S3-compatible endpoints).
     #[arg(long, env = "DRSINK_S3_FORCE_PATH_STYLE")]
     pub s3_force_path_style: bool,
+
+    #[command(flatten)]
+    pub hec: HecArgs,
+
+    #[command(flatten)]
+    pub es_auth: crate::sink::auth::EsAuthArgs,
+
+    #[command(flatten)]
+    pub assume_role: crate::sink::auth::AssumeRoleArgs,
+}
+
+/// The Splunk HEC sink (`--sink splunk-hec`) and its dedup ledger.
+#[derive(Debug, Args)]
+pub struct HecArgs {
+    /// Base URL of the Splunk HTTP Event Collector (e.g. https://splunk.example:8088).
+    #[arg(long, env = "DRSINK_HEC_URL")]
+    pub hec_url: Option<String>,
+
+    /// HEC token (never logged); prefer DRSINK_HEC_TOKEN or --hec-token-file.
+    #[arg(long, env = "DRSINK_HEC_TOKEN", hide_env_values = true, value_parser = crate::sink::splunk::HecToken::parse)]
+    pub hec_token: Option<crate::sink::splunk::HecToken>,
+
+    /// File holding the HEC token.
+    #[arg(long, env = "DRSINK_HEC_TOKEN_FILE")]
+    pub hec_token_file: Option<PathBuf>,
+
+    /// Splunk index of the events (default: the token's default index).
+    #[arg(long, env = "DRSINK_HEC_INDEX")]
+    pub hec_index: Option<String>,
+
+    /// Sourcetype of the events (default: the token's).
+    #[arg(long, env = "DRSINK_HEC_SOURCETYPE")]
+    pub hec_sourcetype: Option<String>,
+
+    /// Source of the events (default: s3://bucket/key of the record's object).
+    #[arg(long, env = "DRSINK_HEC_SOURCE")]
+    pub hec_source: Option<String>,
+
+    /// Wait for indexer acknowledgement before counting events as accepted.
+    #[arg(long, env = "DRSINK_HEC_ACK")]
+    pub hec_ack: bool,
+
+    /// Gzip the request bodies.
+    #[arg(long, env = "DRSINK_HEC_COMPRESS")]
+    pub hec_compress: bool,
+
+    /// Upper bound of one HEC request body before compression, in bytes
+    /// (used instead of --batch-bytes; Splunk's default max_content_length is 1 MB).
+    #[arg(long, env = "DRSINK_HEC_BATCH_BYTES", default_value_t = 512 * 1024)]
+    pub hec_batch_bytes: usize,
+
+    /// Timeout of one HEC request, in seconds.
+    #[arg(long, env = "DRSINK_HEC_TIMEOUT", default_value = "60", value_parser = parse_seconds)]
+    pub hec_timeout: Duration,
+
+    /// How long to wait for an indexer acknowledgement before re-sending, in seconds.
+    #[arg(long, env = "DRSINK_HEC_ACK_TIMEOUT", default_value = "300", value_parser = parse_seconds)]
+    pub hec_ack_timeout: Duration,
+
+    /// Dedup ledger: `none`, `embedded` (on disk, one worker) or `redis://host:port` (a fleet).
+    #[arg(long, env = "DRSINK_DEDUP_LEDGER", default_value = "embedded", value_parser = crate::ledger::LedgerSpec::parse)]
+    pub dedup_ledger: crate::ledger::LedgerSpec,
+
+    /// Directory of the embedded dedup ledger.
+    #[arg(
+        long,
+        env = "DRSINK_DEDUP_LEDGER_PATH",
+        default_value = "drsink-ledger"
+    )]
+    pub dedup_ledger_path: PathBuf,
+
+    /// How long a log_id is remembered: seconds, or e.g. 12h, 7d.
+    #[arg(long, env = "DRSINK_DEDUP_WINDOW", default_value = "7d", value_parser = crate::ledger::parse_window)]
+    pub dedup_window: Duration,
+
+    /// Most log_ids the embedded ledger keeps; the oldest go first (about 150 bytes each on disk).
+    #[arg(
+        long,
+        env = "DRSINK_DEDUP_LEDGER_MAX_ENTRIES",
+        default_value_t = 20_000_000
+    )]
+    pub dedup_ledger_max_entries: u64,
 }
 
 /// Dead-letter directory of the worker when --dead-letter is not given.
@@ -205,12 +316,18 @@ pub const DEFAULT_DEAD_LETTER: &str = "drsink-dead-letter";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SinkKind {
     Elasticsearch,
+    /// Splunk HTTP Event Collector, deduplicated by `--dedup-ledger`.
+    SplunkHec,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum EsAction {
     Create,
     Index,
+}
+
+fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(1..)
 }
 
 fn default_concurrency() -> usize {

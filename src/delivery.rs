@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::batch::Batch;
 use crate::dead_letter::{DeadLetter, DeadLetterStore};
+use crate::metrics::{Metrics, RetryReason};
 use crate::notification::ObjectRef;
 use crate::sink::{ItemOutcome, SendError, Sink};
 use crate::stats::Stats;
@@ -34,12 +35,14 @@ pub struct Delivery {
     pub sink: Arc<dyn Sink>,
     pub dead_letters: Arc<DeadLetterStore>,
     pub stats: Arc<Stats>,
+    pub metrics: Arc<Metrics>,
     pub max_retry_interval: Duration,
     /// Cancelled when in-flight work must be abandoned.
     pub abort: CancellationToken,
 }
 
 const FIRST_RETRY_INTERVAL: Duration = Duration::from_millis(100);
+const MIN_RETRY_INTERVAL: Duration = Duration::from_millis(10);
 
 impl Delivery {
     /// Delivers every entry of the batch, or says why it could not.
@@ -57,14 +60,15 @@ impl Delivery {
         let mut attempt: u32 = 0;
         while !pending.is_empty() {
             let body = batch.body_of(&pending);
+            let started = std::time::Instant::now();
             let sent = tokio::select! {
                 result = self.sink.send(body, pending.len()) => result,
                 () = self.abort.cancelled() => return Err(Undelivered::Interrupted),
             };
+            self.metrics.sink_request(started.elapsed());
             match sent {
                 Ok(outcomes) => {
                     pending = self.account(object, batch, &pending, outcomes)?;
-                    Stats::add(&self.stats.retried, pending.len() as u64);
                 }
                 Err(SendError::TooLarge) if pending.len() > 1 => {
                     let second = pending.split_off(pending.len() / 2);
@@ -83,7 +87,9 @@ impl Delivery {
                 }
                 Err(SendError::Transient(reason)) => {
                     tracing::warn!(object = %object, items = pending.len(), %reason, "bulk request failed; retrying");
-                    Stats::add(&self.stats.retried, pending.len() as u64);
+                    let reason = RetryReason::Request(&reason);
+                    self.metrics
+                        .retried(&self.stats, reason, pending.len() as u64);
                 }
                 Err(SendError::Fatal(reason)) => return Err(Undelivered::Fatal(reason)),
             }
@@ -132,6 +138,8 @@ impl Delivery {
         Stats::add(&self.stats.duplicates, duplicates);
         self.dead_letter(&letters)?;
         if let Some(reason) = retry_reason {
+            let label = RetryReason::Item(&reason);
+            self.metrics.retried(&self.stats, label, retry.len() as u64);
             tracing::debug!(object = %object, items = retry.len(), %reason, "retrying items");
         }
         Ok(retry)
@@ -157,11 +165,13 @@ impl Delivery {
         Ok(())
     }
 
-    /// Exponential backoff with full jitter, capped.
+    /// Exponential backoff with full jitter, capped (but never a tight loop,
+    /// even with `--max-retry-interval 0`).
     fn backoff(&self, attempt: u32) -> Duration {
         let ceiling = FIRST_RETRY_INTERVAL
             .saturating_mul(1u32 << attempt.min(20))
-            .min(self.max_retry_interval);
+            .min(self.max_retry_interval)
+            .max(MIN_RETRY_INTERVAL);
         ceiling.mul_f64(rand::thread_rng().gen_range(0.0..=1.0))
     }
 }

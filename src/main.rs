@@ -3,20 +3,25 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use drsink::cli::Cli;
+use drsink::cli::{Cli, Command, LogFormat};
 use drsink::stats::Stats;
 use drsink::worker::Shutdown;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("DRSINK_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    // The configuration file becomes environment variables before clap reads
+    // them (flags > environment > file > defaults).
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Err(e) = drsink::config::load(&argv) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    let cli = Cli::parse_from(argv);
+    init_logging(cli.log_format);
+    // Only the commands that move records end with the JSON summary.
+    let summary = matches!(
+        cli.command,
+        Command::Worker(_) | Command::Backfill(_) | Command::Redrive(_)
+    );
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -34,7 +39,9 @@ fn main() -> ExitCode {
         tokio::spawn(watch_signals(shutdown.clone(), Arc::clone(&stats)));
         drsink::app::run(cli.command, Arc::clone(&stats), shutdown).await
     });
-    print_summary(&stats);
+    if summary {
+        print_summary(&stats);
+    }
     match result {
         Ok(()) if stats.summary().failed == 0 => ExitCode::SUCCESS,
         Ok(()) => {
@@ -47,6 +54,22 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DRSINK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
     }
 }
 

@@ -100,6 +100,7 @@ impl Pipeline {
         delivered?;
         decoded?;
         Stats::add(&self.stats().objects, 1);
+        self.delivery.metrics.object_acknowledged(object.event_time);
         Ok(ObjectOutcome::Done)
     }
 

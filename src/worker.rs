@@ -121,10 +121,19 @@ impl Worker {
                     Err(_) => break,
                 }
             }
-            let received = tokio::select! {
-                received = self.receive(permits.len()) => received,
-                () = self.shutdown.stop.cancelled() => break,
-            };
+            // Not raced against shutdown: a receive dropped half-way would
+            // leave the messages SQS handed out invisible for a whole
+            // visibility timeout. It lasts at most --wait-seconds.
+            let received = self.receive(permits.len()).await;
+            if self.shutdown.stop.is_cancelled() {
+                if let Ok(messages) = &received {
+                    for message in messages {
+                        self.release(message.receipt_handle().unwrap_or_default())
+                            .await;
+                    }
+                }
+                break;
+            }
             let messages = match received {
                 Ok(messages) => {
                     receive_failures = 0;
@@ -200,6 +209,7 @@ impl Worker {
 
     async fn handle(self: Arc<Self>, message: Message, _slot: OwnedSemaphorePermit) {
         Stats::add(&self.stats().messages, 1);
+        let _in_flight = self.pipeline.delivery.metrics.message_in_flight();
         let id = message.message_id().unwrap_or("(no id)").to_owned();
         let Some(receipt) = message.receipt_handle().map(str::to_owned) else {
             tracing::error!(message_id = %id, "message has no receipt handle; cannot acknowledge it");
@@ -236,7 +246,8 @@ impl Worker {
         match outcome {
             Ok(()) => self.delete(&id, &receipt).await,
             Err((_, ObjectError::Undelivered(Undelivered::Interrupted))) => {
-                tracing::info!(message_id = %id, "shutdown before message {id} was acknowledged; it stays queued");
+                tracing::info!(message_id = %id, "shutdown before message {id} was acknowledged; it goes back to the queue");
+                self.release(&receipt).await;
             }
             Err((_, ObjectError::Undelivered(Undelivered::Fatal(reason)))) => {
                 self.fail(reason);
@@ -298,9 +309,28 @@ impl Worker {
             .receipt_handle(receipt)
             .send()
             .await;
-        if let Err(e) = deleted {
+        match deleted {
+            Ok(_) => self.pipeline.delivery.metrics.message_deleted(),
             // The message comes back; its records merge by log_id.
-            tracing::warn!(message_id = %id, "deleting message {id} failed: {}; it will be processed again", describe(&e));
+            Err(e) => {
+                tracing::warn!(message_id = %id, "deleting message {id} failed: {}; it will be processed again", describe(&e));
+            }
+        }
+    }
+
+    /// Makes a message this worker gives up visible to the fleet at once.
+    async fn release(&self, receipt: &str) {
+        let released = self
+            .sqs
+            .change_message_visibility()
+            .queue_url(&self.settings.queue_url)
+            .receipt_handle(receipt)
+            .visibility_timeout(0)
+            .send()
+            .await;
+        if let Err(e) = released {
+            // It comes back after its visibility timeout instead.
+            tracing::warn!("releasing a message failed: {}", describe(&e));
         }
     }
 
@@ -311,6 +341,7 @@ impl Worker {
         let sqs = self.sqs.clone();
         let queue_url = self.settings.queue_url.clone();
         let visibility = self.visibility;
+        let metrics = Arc::clone(&self.pipeline.delivery.metrics);
         let every = Duration::from_millis(visibility as u64 * 1000 / 3);
         AbortOnDropHandle::new(tokio::spawn(async move {
             let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -323,8 +354,11 @@ impl Worker {
                     .visibility_timeout(visibility)
                     .send()
                     .await;
-                if let Err(e) = extended {
-                    tracing::warn!("extending message visibility failed: {}", describe(&e));
+                match extended {
+                    Ok(_) => metrics.visibility_extended(),
+                    Err(e) => {
+                        tracing::warn!("extending message visibility failed: {}", describe(&e))
+                    }
                 }
             }
         }))

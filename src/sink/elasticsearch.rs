@@ -12,14 +12,17 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::auth::EsConnection;
 use super::{Encoder, ItemOutcome, SendError, Sink};
 use crate::cli::EsAction;
 use crate::notification::ObjectRef;
 use crate::records::Record;
+use crate::redact::{transport_error, url as redact};
 use crate::routing::{IndexPattern, Router};
 
 pub struct Elasticsearch {
     client: reqwest::Client,
+    connection: EsConnection,
     base: reqwest::Url,
     action: EsAction,
     indices: IndexPattern,
@@ -32,14 +35,23 @@ impl Elasticsearch {
         timeout: Duration,
         indices: IndexPattern,
     ) -> Result<Self, String> {
+        Self::with_connection(url, action, timeout, indices, EsConnection::default())
+    }
+
+    /// A sink with credentials and TLS settings (`--es-username`, `--es-aws-sigv4`, …).
+    pub fn with_connection(
+        url: &str,
+        action: EsAction,
+        timeout: Duration,
+        indices: IndexPattern,
+        connection: EsConnection,
+    ) -> Result<Self, String> {
         let base = reqwest::Url::parse(url)
             .map_err(|e| format!("--es-url `{}` is not a valid URL: {e}", redact(url)))?;
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .build()
-            .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
+        let client = connection.client(timeout)?;
         Ok(Elasticsearch {
             client,
+            connection,
             base,
             action,
             indices,
@@ -56,38 +68,52 @@ impl Elasticsearch {
     fn describe(&self) -> String {
         redact(self.base.as_str())
     }
-}
 
-/// A URL fit for messages: without user name and password.
-fn redact(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut u) => {
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            u.to_string()
+    /// Sends a request with this sink's credentials (or SigV4 signature).
+    async fn execute(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, String> {
+        let mut request = request.build().map_err(transport_error)?;
+        self.connection.authorize(&mut request).await?;
+        self.client.execute(request).await.map_err(transport_error)
+    }
+
+    /// One administrative request (`drsink setup`, `drsink check`) with this
+    /// sink's client and credentials: the HTTP status and the JSON body
+    /// (`null` when the body is empty or not JSON).
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<(u16, Value), String> {
+        let mut request = self.client.request(method.clone(), self.endpoint(path));
+        if !query.is_empty() {
+            request = request.query(query);
         }
-        Err(_) => "(unparsable URL)".to_owned(),
+        if let Some(body) = body {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.to_string());
+        }
+        let response = self
+            .execute(request)
+            .await
+            .map_err(|e| format!("{method} /{path} to {} failed: {e}", self.describe()))?;
+        let status = response.status().as_u16();
+        let text = response.bytes().await.map_err(|e| {
+            format!(
+                "reading the answer to {method} /{path} from {} failed: {}",
+                self.describe(),
+                transport_error(e)
+            )
+        })?;
+        Ok((status, serde_json::from_slice(&text).unwrap_or(Value::Null)))
     }
-}
 
-/// Describes a transport error without the URL (which may carry credentials).
-fn transport_error(err: reqwest::Error) -> String {
-    let kind = if err.is_timeout() {
-        "timed out"
-    } else if err.is_connect() {
-        "connection failed"
-    } else {
-        "request failed"
-    };
-    let mut text = kind.to_owned();
-    let err = err.without_url();
-    let mut source = std::error::Error::source(&err);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
+    /// The cluster's URL without credentials, for messages.
+    pub fn display_url(&self) -> String {
+        self.describe()
     }
-    text
 }
 
 struct EsEncoder {
@@ -244,14 +270,12 @@ impl Sink for Elasticsearch {
     }
 
     async fn send(&self, body: Bytes, items: usize) -> Result<Vec<ItemOutcome>, SendError> {
-        let response = self
+        let request = self
             .client
             .post(self.endpoint("_bulk"))
             .header(reqwest::header::CONTENT_TYPE, "application/x-ndjson")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| SendError::Transient(transport_error(e)))?;
+            .body(body);
+        let response = self.execute(request).await.map_err(SendError::Transient)?;
         let status = response.status();
         let text = response
             .bytes()
@@ -304,11 +328,9 @@ impl Sink for Elasticsearch {
 
     async fn check(&self) -> Result<(), String> {
         let response = self
-            .client
-            .get(self.base.clone())
-            .send()
+            .execute(self.client.get(self.base.clone()))
             .await
-            .map_err(|e| format!("cannot reach {}: {}", self.describe(), transport_error(e)))?;
+            .map_err(|e| format!("cannot reach {}: {e}", self.describe()))?;
         match response.status().as_u16() {
             200..=299 => Ok(()),
             status => Err(format!(

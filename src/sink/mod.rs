@@ -4,7 +4,9 @@
 //! happened. Batching, retries, dead letters and acknowledgement are shared
 //! (see `delivery`), so every sink gets them alike.
 
+pub mod auth;
 pub mod elasticsearch;
+pub mod splunk;
 
 use std::ops::Range;
 

@@ -1,0 +1,929 @@
+//! Splunk HTTP Event Collector sink, deduplicated by a ledger.
+//!
+//! Splunk cannot merge two copies of an event by id, so this sink looks
+//! every log_id up in the dedup ledger (`crate::ledger`) before it sends,
+//! and records it only once Splunk accepted the event (acknowledged it,
+//! with `--hec-ack`). See docs/splunk.md for what that guarantees.
+//!
+//! Each entry of a batch is one line, one HEC event object with the log_id
+//! first, so the sink reads the ids back from the body it is handed:
+//!
+//! `{"fields":{"log_id":"…"},"time":1795305599.000,"host":…,"source":"s3://b/k","event":{…the record…}}`
+
+use std::collections::HashSet;
+use std::fmt;
+use std::io::Write as _;
+use std::ops::Range;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{Encoder, ItemOutcome, SendError, Sink};
+use crate::cli::HecArgs;
+use crate::json_scan::scan_object;
+use crate::ledger::{self, Ledger, LedgerOptions, Verdict};
+use crate::notification::ObjectRef;
+use crate::records::Record;
+use crate::redact::{transport_error, url as redact};
+
+const EVENT_PATH: &str = "services/collector/event";
+const ACK_PATH: &str = "services/collector/ack";
+const HEALTH_PATH: &str = "services/collector/health";
+const CHANNEL_HEADER: &str = "X-Splunk-Request-Channel";
+/// What every entry starts with; the log_id's JSON string follows.
+const ENTRY_START: &[u8] = b"{\"fields\":{\"log_id\":";
+
+/// A HEC token. It is shown nowhere: not by Debug, not in errors.
+#[derive(Clone)]
+pub struct HecToken(String);
+
+impl HecToken {
+    /// For clap: never fails, so clap never prints the value in an error.
+    pub fn parse(text: &str) -> Result<HecToken, String> {
+        Ok(HecToken(text.trim().to_owned()))
+    }
+
+    fn secret(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for HecToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HecToken(<redacted>)")
+    }
+}
+
+/// How the sink is set up.
+pub struct Settings {
+    pub url: String,
+    pub token: HecToken,
+    pub index: Option<String>,
+    pub sourcetype: Option<String>,
+    pub source: Option<String>,
+    pub ack: bool,
+    pub compress: bool,
+    pub timeout: Duration,
+    pub ack_timeout: Duration,
+}
+
+pub struct SplunkHec {
+    client: reqwest::Client,
+    base: reqwest::Url,
+    auth: HeaderValue,
+    token: HecToken,
+    channel: String,
+    index: Option<String>,
+    sourcetype: Option<String>,
+    source: Option<String>,
+    ack: bool,
+    compress: bool,
+    ack_timeout: Duration,
+    ledger: Option<Arc<dyn Ledger>>,
+    /// log_ids in requests of this process not yet answered.
+    in_flight: Mutex<HashSet<String>>,
+    warned_no_ack_id: AtomicBool,
+}
+
+/// Builds the sink from the command line: token, ledger and all.
+pub async fn from_args(args: &HecArgs) -> Result<SplunkHec, String> {
+    let url = args
+        .hec_url
+        .clone()
+        .ok_or("--sink splunk-hec needs --hec-url (the HEC base URL, e.g. https://splunk:8088)")?;
+    let token = match (&args.hec_token, &args.hec_token_file) {
+        (Some(token), _) => token.clone(),
+        (None, Some(path)) => read_token(path)?,
+        (None, None) => return Err(
+            "--sink splunk-hec needs a token: --hec-token, DRSINK_HEC_TOKEN or --hec-token-file"
+                .to_owned(),
+        ),
+    };
+    let channel = uuid::Builder::from_random_bytes(rand::random())
+        .into_uuid()
+        .to_string();
+    let ledger = ledger::open(&LedgerOptions {
+        spec: &args.dedup_ledger,
+        path: &args.dedup_ledger_path,
+        window: args.dedup_window,
+        max_entries: args.dedup_ledger_max_entries,
+        claim_ttl: args.hec_timeout + args.hec_ack_timeout + Duration::from_secs(30),
+        owner: &channel,
+    })
+    .await?;
+    SplunkHec::new(
+        Settings {
+            url,
+            token,
+            index: args.hec_index.clone(),
+            sourcetype: args.hec_sourcetype.clone(),
+            source: args.hec_source.clone(),
+            ack: args.hec_ack,
+            compress: args.hec_compress,
+            timeout: args.hec_timeout,
+            ack_timeout: args.hec_ack_timeout,
+        },
+        ledger,
+        channel,
+    )
+}
+
+fn read_token(path: &Path) -> Result<HecToken, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read --hec-token-file {}: {e}", path.display()))?;
+    Ok(HecToken(text.trim().to_owned()))
+}
+
+impl SplunkHec {
+    pub fn new(
+        settings: Settings,
+        ledger: Option<Arc<dyn Ledger>>,
+        channel: String,
+    ) -> Result<Self, String> {
+        let base = reqwest::Url::parse(&settings.url).map_err(|e| {
+            format!(
+                "--hec-url `{}` is not a valid URL: {e}",
+                redact(&settings.url)
+            )
+        })?;
+        if settings.token.secret().is_empty() {
+            return Err("the HEC token is empty".to_owned());
+        }
+        let mut auth = HeaderValue::from_str(&format!("Splunk {}", settings.token.secret()))
+            .map_err(|_| "the HEC token holds characters that cannot go in a header".to_owned())?;
+        auth.set_sensitive(true);
+        let client = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .build()
+            .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
+        Ok(SplunkHec {
+            client,
+            base,
+            auth,
+            token: settings.token,
+            channel,
+            index: settings.index,
+            sourcetype: settings.sourcetype,
+            source: settings.source,
+            ack: settings.ack,
+            compress: settings.compress,
+            ack_timeout: settings.ack_timeout,
+            ledger,
+            in_flight: Mutex::new(HashSet::new()),
+            warned_no_ack_id: AtomicBool::new(false),
+        })
+    }
+
+    fn endpoint(&self, path: &str) -> reqwest::Url {
+        let mut url = self.base.clone();
+        let joined = format!("{}/{path}", url.path().trim_end_matches('/'));
+        url.set_path(&joined);
+        url
+    }
+
+    fn describe(&self) -> String {
+        redact(self.base.as_str())
+    }
+
+    fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .post(self.endpoint(path))
+            .header(AUTHORIZATION, self.auth.clone())
+            .header(CHANNEL_HEADER, &self.channel)
+    }
+
+    /// Text from the server, fit for a message: never with the token.
+    fn server_text(&self, text: &str) -> String {
+        let text: String = text.chars().take(300).collect();
+        if text.contains(self.token.secret()) {
+            "(the answer quoted the token; not shown)".to_owned()
+        } else {
+            text
+        }
+    }
+
+    /// Posts events; outcomes per event sent, or why the whole request failed.
+    async fn post_events(&self, body: Bytes, count: usize) -> Result<Vec<ItemOutcome>, SendError> {
+        let mut request = self
+            .post(EVENT_PATH)
+            .header(CONTENT_TYPE, "application/json");
+        let body = if self.compress {
+            request = request.header(CONTENT_ENCODING, "gzip");
+            tokio::task::spawn_blocking(move || gzip(&body))
+                .await
+                .map_err(|e| SendError::Transient(format!("compression failed: {e}")))?
+                .map_err(|e| SendError::Transient(format!("compression failed: {e}")))?
+        } else {
+            body
+        };
+        let response = request
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| SendError::Transient(transport_error(e)))?;
+        let status = response.status().as_u16();
+        let text = response
+            .bytes()
+            .await
+            .map_err(|e| SendError::Transient(transport_error(e)))?;
+        let reply: Option<Reply> = serde_json::from_slice(&text).ok();
+        match interpret(status, reply.as_ref(), count) {
+            Answer::Accepted { ack_id } => {
+                let acked = match (self.ack, ack_id) {
+                    (false, _) => true,
+                    (true, Some(id)) => self.wait_for_ack(id).await?,
+                    (true, None) => {
+                        if !self.warned_no_ack_id.swap(true, Ordering::Relaxed) {
+                            tracing::warn!(
+                                hec = %self.describe(),
+                                "--hec-ack is set but HEC returned no ackId: the token has no indexer \
+                                 acknowledgement, so a 200 response counts as accepted"
+                            );
+                        }
+                        true
+                    }
+                };
+                Ok(if acked {
+                    vec![ItemOutcome::Indexed; count]
+                } else {
+                    vec![
+                        ItemOutcome::Retry(format!(
+                            "not acknowledged within {} s",
+                            self.ack_timeout.as_secs()
+                        ));
+                        count
+                    ]
+                })
+            }
+            Answer::Partial { accepted, error } => Ok(partial_outcomes(accepted, error, count)),
+            Answer::Failed(failure) => Err(self.failure(failure, status, reply.as_ref(), &text)),
+        }
+    }
+
+    fn failure(
+        &self,
+        failure: Failure,
+        status: u16,
+        reply: Option<&Reply>,
+        raw: &[u8],
+    ) -> SendError {
+        let hec = self.describe();
+        let said = match reply {
+            Some(r) => format!(
+                "code {}: {}",
+                r.code.unwrap_or(-1),
+                self.server_text(&r.text)
+            ),
+            None => self.server_text(&String::from_utf8_lossy(raw)),
+        };
+        match failure {
+            Failure::TooLarge => SendError::TooLarge,
+            Failure::Transient => SendError::Transient(format!("HTTP {status} from {hec} ({said})")),
+            Failure::Token => SendError::Fatal(format!(
+                "Splunk HEC at {hec} refused the token (HTTP {status}, {said}): check --hec-token, \
+                 DRSINK_HEC_TOKEN or --hec-token-file"
+            )),
+            Failure::Index => SendError::Fatal(format!(
+                "Splunk HEC at {hec} refused the index (HTTP {status}, {said}): the token must allow \
+                 --hec-index"
+            )),
+            Failure::Channel => SendError::Fatal(format!(
+                "Splunk HEC at {hec} requires indexer acknowledgement for this token (HTTP {status}, \
+                 {said}): run with --hec-ack"
+            )),
+            Failure::AckDisabled => SendError::Fatal(format!(
+                "--hec-ack is set but the token at {hec} has indexer acknowledgement disabled \
+                 (HTTP {status}, {said})"
+            )),
+            Failure::Other => SendError::Fatal(format!(
+                "Splunk HEC at {hec} answered HTTP {status} to an event request ({said})"
+            )),
+        }
+    }
+
+    /// Polls the ack endpoint until the ackId is acknowledged (true) or the
+    /// ack timeout passes (false).
+    async fn wait_for_ack(&self, ack_id: u64) -> Result<bool, SendError> {
+        let deadline = tokio::time::Instant::now() + self.ack_timeout;
+        let mut interval = Duration::from_millis(100);
+        let body = json!({ "acks": [ack_id] }).to_string();
+        loop {
+            tokio::time::sleep(interval).await;
+            interval = (interval * 2).min(Duration::from_secs(2));
+            let answer = self
+                .post(ACK_PATH)
+                .header(CONTENT_TYPE, "application/json")
+                .body(body.clone())
+                .send()
+                .await;
+            match answer {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    let text = response.bytes().await.unwrap_or_default();
+                    match status {
+                        200 => {
+                            let acks: Option<AckReply> = serde_json::from_slice(&text).ok();
+                            let key = ack_id.to_string();
+                            if acks.is_some_and(|a| a.acks.get(&key).copied().unwrap_or(false)) {
+                                return Ok(true);
+                            }
+                        }
+                        401 | 403 => {
+                            let reply: Option<Reply> = serde_json::from_slice(&text).ok();
+                            return Err(self.failure(
+                                Failure::Token,
+                                status,
+                                reply.as_ref(),
+                                &text,
+                            ));
+                        }
+                        400 => {
+                            let reply: Option<Reply> = serde_json::from_slice(&text).ok();
+                            let failure = match reply.as_ref().and_then(|r| r.code) {
+                                Some(14) => Failure::AckDisabled,
+                                _ => Failure::Other,
+                            };
+                            return Err(self.failure(failure, status, reply.as_ref(), &text));
+                        }
+                        _ => tracing::debug!(status, "ack poll failed; polling again"),
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %transport_error(e), "ack poll failed; polling again")
+                }
+            }
+            if tokio::time::Instant::now() + interval > deadline {
+                return Ok(false);
+            }
+        }
+    }
+}
+
+/// Removes this process's marks of its log_ids in flight, however the send ends.
+struct InFlight<'a> {
+    set: &'a Mutex<HashSet<String>>,
+    ids: Vec<String>,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut set = self.set.lock().unwrap_or_else(|e| e.into_inner());
+        for id in &self.ids {
+            set.remove(id);
+        }
+    }
+}
+
+fn gzip(body: &[u8]) -> std::io::Result<Bytes> {
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 4),
+        flate2::Compression::fast(),
+    );
+    encoder.write_all(body)?;
+    Ok(Bytes::from(encoder.finish()?))
+}
+
+// ----------------------------------------------------------------- encoding
+
+struct HecEncoder {
+    /// `,"source":…[,"sourcetype":…][,"index":…],"event":`
+    tail: Vec<u8>,
+}
+
+impl Encoder for HecEncoder {
+    fn encode(&mut self, record: &Record<'_>, out: &mut Vec<u8>) -> Range<usize> {
+        out.extend_from_slice(ENTRY_START);
+        write_json_str(out, &record.log_id);
+        out.extend_from_slice(b"},\"time\":");
+        let millis = record.timestamp_ms.unwrap_or_else(now_millis);
+        write_epoch_seconds(out, millis);
+        if let Some(host) = host_of(&record.json) {
+            out.extend_from_slice(b",\"host\":");
+            out.extend_from_slice(host);
+        }
+        out.extend_from_slice(&self.tail);
+        let start = out.len();
+        // Records are on one line (raw newlines in JSON are whitespace and
+        // were turned into spaces), so each entry is exactly one line.
+        out.extend_from_slice(&record.json);
+        let end = out.len();
+        out.extend_from_slice(b"}\n");
+        start..end
+    }
+}
+
+fn now_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Epoch milliseconds as seconds with three decimals.
+fn write_epoch_seconds(out: &mut Vec<u8>, millis: i64) {
+    if millis < 0 {
+        out.push(b'-');
+    }
+    let abs = millis.unsigned_abs();
+    out.extend_from_slice(itoa::Buffer::new().format(abs / 1000).as_bytes());
+    let frac = abs % 1000;
+    out.push(b'.');
+    out.push(b'0' + (frac / 100) as u8);
+    out.push(b'0' + (frac / 10 % 10) as u8);
+    out.push(b'0' + (frac % 10) as u8);
+}
+
+/// The record's top-level `host`, when it is a string: its raw JSON text.
+fn host_of(json: &[u8]) -> Option<&[u8]> {
+    // Most records that lack the key are told apart without scanning.
+    memchr::memmem::find(json, b"\"host\"")?;
+    let mut found = [None];
+    scan_object(json, &[b"host"], &mut found).ok()?;
+    found[0].filter(|raw| raw.first() == Some(&b'"') && raw.len() > 2)
+}
+
+fn write_json_str(out: &mut Vec<u8>, text: &str) {
+    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+    } else {
+        // Writing JSON into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, text);
+    }
+}
+
+/// The entries of a body (as written by `HecEncoder`): each line's range
+/// and log_id.
+fn split_entries(body: &[u8]) -> Result<Vec<(Range<usize>, String)>, String> {
+    let mut entries = Vec::new();
+    let mut start = 0;
+    while start < body.len() {
+        let end = memchr::memchr(b'\n', &body[start..]).map_or(body.len(), |i| start + i + 1);
+        let line = &body[start..end];
+        if !line.trim_ascii().is_empty() {
+            let rest = line
+                .strip_prefix(ENTRY_START)
+                .ok_or("an entry does not start with its log_id")?;
+            let log_id = serde_json::Deserializer::from_slice(rest)
+                .into_iter::<String>()
+                .next()
+                .ok_or("an entry has no log_id")?
+                .map_err(|e| format!("an entry's log_id is unreadable: {e}"))?;
+            entries.push((start..end, log_id));
+        }
+        start = end;
+    }
+    Ok(entries)
+}
+
+// ------------------------------------------------------------------ answers
+
+#[derive(Debug, Default, Deserialize)]
+struct Reply {
+    #[serde(default)]
+    text: String,
+    #[serde(default)]
+    code: Option<i64>,
+    #[serde(default, rename = "invalid-event-number")]
+    invalid_event_number: Option<usize>,
+    #[serde(default, rename = "ackId")]
+    ack_id: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct AckReply {
+    acks: std::collections::HashMap<String, bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// 413: split the batch.
+    TooLarge,
+    /// Busy, 5xx, throttled: retry.
+    Transient,
+    /// 401/403, codes 1-4.
+    Token,
+    /// 400 code 7: the index is not allowed.
+    Index,
+    /// 400 codes 10/11: the token needs a channel (ack is on for it).
+    Channel,
+    /// 400 code 14: ack asked of a token without it.
+    AckDisabled,
+    Other,
+}
+
+#[derive(Debug, PartialEq)]
+enum Answer {
+    Accepted {
+        ack_id: Option<u64>,
+    },
+    /// Events before `accepted` were taken; that one is bad; the rest were
+    /// not looked at.
+    Partial {
+        accepted: usize,
+        error: Value,
+    },
+    Failed(Failure),
+}
+
+/// What an answer to a request of `count` events means, by HEC's documented
+/// status codes.
+fn interpret(status: u16, reply: Option<&Reply>, count: usize) -> Answer {
+    let code = reply.and_then(|r| r.code);
+    match status {
+        200..=299 => Answer::Accepted {
+            ack_id: reply.and_then(|r| r.ack_id),
+        },
+        401 | 403 => Answer::Failed(Failure::Token),
+        413 => Answer::Failed(Failure::TooLarge),
+        408 | 429 | 500..=599 => Answer::Failed(Failure::Transient),
+        400 => match reply.and_then(|r| r.invalid_event_number) {
+            Some(n) if n < count => Answer::Partial {
+                accepted: n,
+                error: json!({
+                    "type": format!(
+                        "{} (HEC code {})",
+                        reply.map_or("invalid event", |r| r.text.as_str()),
+                        code.unwrap_or(-1)
+                    ),
+                    "code": code,
+                }),
+            },
+            // A number past the request's events: not a reading we can trust.
+            Some(_) => Answer::Failed(Failure::Transient),
+            None => Answer::Failed(match code {
+                Some(7) => Failure::Index,
+                Some(10 | 11) => Failure::Channel,
+                Some(14) => Failure::AckDisabled,
+                _ => Failure::Other,
+            }),
+        },
+        _ => Answer::Failed(Failure::Other),
+    }
+}
+
+fn partial_outcomes(accepted: usize, error: Value, count: usize) -> Vec<ItemOutcome> {
+    (0..count)
+        .map(|i| match i.cmp(&accepted) {
+            std::cmp::Ordering::Less => ItemOutcome::Indexed,
+            std::cmp::Ordering::Equal => ItemOutcome::Reject(error.clone()),
+            std::cmp::Ordering::Greater => {
+                ItemOutcome::Retry("sent after an invalid event, not processed".to_owned())
+            }
+        })
+        .collect()
+}
+
+#[async_trait]
+impl Sink for SplunkHec {
+    fn encoder(&self, object: &ObjectRef) -> Box<dyn Encoder> {
+        let mut tail = b",\"source\":".to_vec();
+        match &self.source {
+            Some(source) => write_json_str(&mut tail, source),
+            None => write_json_str(&mut tail, &object.to_string()),
+        }
+        if let Some(sourcetype) = &self.sourcetype {
+            tail.extend_from_slice(b",\"sourcetype\":");
+            write_json_str(&mut tail, sourcetype);
+        }
+        if let Some(index) = &self.index {
+            tail.extend_from_slice(b",\"index\":");
+            write_json_str(&mut tail, index);
+        }
+        tail.extend_from_slice(b",\"event\":");
+        Box::new(HecEncoder { tail })
+    }
+
+    async fn send(&self, body: Bytes, items: usize) -> Result<Vec<ItemOutcome>, SendError> {
+        let entries = split_entries(&body)
+            .map_err(|e| SendError::Fatal(format!("internal error in the HEC sink: {e}")))?;
+        if entries.len() != items {
+            return Err(SendError::Fatal(format!(
+                "internal error in the HEC sink: {} entries in a body of {items}",
+                entries.len()
+            )));
+        }
+        let mut outcomes: Vec<Option<ItemOutcome>> = vec![None; items];
+        let mut guard = InFlight {
+            set: &self.in_flight,
+            ids: Vec::new(),
+        };
+        let mut to_send: Vec<usize> = Vec::with_capacity(items);
+        if let Some(ledger) = &self.ledger {
+            let mut mine = Vec::with_capacity(items);
+            {
+                let mut set = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+                for (i, (_, id)) in entries.iter().enumerate() {
+                    if set.insert(id.clone()) {
+                        guard.ids.push(id.clone());
+                        mine.push(i);
+                    } else {
+                        outcomes[i] = Some(ItemOutcome::Retry(
+                            "the same log_id is being sent in another request".to_owned(),
+                        ));
+                    }
+                }
+            }
+            let verdicts = ledger
+                .claim(&guard.ids)
+                .await
+                .map_err(SendError::Transient)?;
+            for (&i, verdict) in mine.iter().zip(verdicts) {
+                match verdict {
+                    Verdict::New => to_send.push(i),
+                    Verdict::Done => outcomes[i] = Some(ItemOutcome::Duplicate),
+                    Verdict::Busy => {
+                        outcomes[i] = Some(ItemOutcome::Retry(
+                            "another worker is sending the same log_id".to_owned(),
+                        ))
+                    }
+                }
+            }
+        } else {
+            to_send.extend(0..items);
+        }
+
+        if !to_send.is_empty() {
+            let request = if to_send.len() == items {
+                body.clone()
+            } else {
+                let size = to_send.iter().map(|&i| entries[i].0.len()).sum();
+                let mut part = Vec::with_capacity(size);
+                for &i in &to_send {
+                    part.extend_from_slice(&body[entries[i].0.clone()]);
+                }
+                Bytes::from(part)
+            };
+            let sent_ids = |filter: &dyn Fn(usize) -> bool| -> Vec<String> {
+                to_send
+                    .iter()
+                    .enumerate()
+                    .filter(|&(k, _)| filter(k))
+                    .map(|(_, &i)| entries[i].1.clone())
+                    .collect()
+            };
+            match self.post_events(request, to_send.len()).await {
+                Err(e) => {
+                    if let Some(ledger) = &self.ledger {
+                        ledger.release(&sent_ids(&|_| true)).await;
+                    }
+                    return Err(e);
+                }
+                Ok(sent) => {
+                    if let Some(ledger) = &self.ledger {
+                        let accepted = sent_ids(&|k| sent.get(k) == Some(&ItemOutcome::Indexed));
+                        let refused = sent_ids(&|k| sent.get(k) != Some(&ItemOutcome::Indexed));
+                        if let Err(e) = ledger.record(&accepted).await {
+                            // The events are in Splunk: re-sending them would
+                            // double them for sure, so they count as done.
+                            tracing::warn!(error = %e, events = accepted.len(),
+                                "accepted events could not be recorded in the dedup ledger; \
+                                 a later copy of them may be sent again");
+                        }
+                        if !refused.is_empty() {
+                            ledger.release(&refused).await;
+                        }
+                    }
+                    for (&i, outcome) in to_send.iter().zip(sent) {
+                        outcomes[i] = Some(outcome);
+                    }
+                }
+            }
+        }
+        drop(guard);
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| ItemOutcome::Retry("no answer".to_owned())))
+            .collect())
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        let hec = self.describe();
+        let response = self
+            .client
+            .get(self.endpoint(HEALTH_PATH))
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach Splunk HEC at {hec}: {}", transport_error(e)))?;
+        match response.status().as_u16() {
+            200..=299 => {}
+            503 => {
+                tracing::warn!(hec = %hec, "Splunk HEC reports itself unhealthy (HTTP 503); sends will be retried")
+            }
+            status => {
+                return Err(format!(
+                    "Splunk HEC at {hec} answered HTTP {status} to {HEALTH_PATH}; check --hec-url \
+                     (the HEC base URL, usually port 8088)"
+                ))
+            }
+        }
+        // An empty request checks the token without sending anything: a good
+        // token gets 400 "No data" (code 5).
+        let response = self
+            .post(EVENT_PATH)
+            .header(CONTENT_TYPE, "application/json")
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach Splunk HEC at {hec}: {}", transport_error(e)))?;
+        let status = response.status().as_u16();
+        if matches!(status, 401 | 403) {
+            let text = response.bytes().await.unwrap_or_default();
+            let reply: Option<Reply> = serde_json::from_slice(&text).ok();
+            return Err(self
+                .failure(Failure::Token, status, reply.as_ref(), &text)
+                .to_string());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::Position;
+    use clap::Parser;
+
+    fn sink(source: Option<&str>, index: Option<&str>) -> SplunkHec {
+        SplunkHec::new(
+            Settings {
+                url: "http://u:pw@localhost:8088".into(),
+                token: HecToken::parse("secret-token-123").unwrap(),
+                index: index.map(str::to_owned),
+                sourcetype: Some("drsink:json".into()),
+                source: source.map(str::to_owned),
+                ack: false,
+                compress: false,
+                timeout: Duration::from_secs(1),
+                ack_timeout: Duration::from_secs(1),
+            },
+            None,
+            "chan".into(),
+        )
+        .unwrap()
+    }
+
+    fn object() -> ObjectRef {
+        ObjectRef {
+            bucket: "b".into(),
+            key: "k/x.log".into(),
+            region: None,
+            version_id: None,
+            event_time: None,
+        }
+    }
+
+    fn record(log_id: &str, ts: Option<i64>, json: &'static [u8]) -> Record<'static> {
+        Record {
+            log_id: log_id.to_owned().into(),
+            id_generated: false,
+            timestamp_ms: ts,
+            json: json.into(),
+            position: Position::line(3),
+            has_origin: false,
+        }
+    }
+
+    #[test]
+    fn events_carry_metadata_the_record_and_the_log_id() {
+        let s = sink(None, Some("dr"));
+        let mut enc = s.encoder(&object());
+        let mut out = Vec::new();
+        let doc = enc.encode(
+            &record(
+                "id\"1",
+                Some(1_795_305_599_007),
+                br#"{"host":"web-1","msg":"x"}"#,
+            ),
+            &mut out,
+        );
+        let second = enc.encode(&record("id2", Some(-1), br#"{"msg":"y"}"#), &mut out);
+        let text = String::from_utf8(out.clone()).unwrap();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(
+            lines[0],
+            json!({"fields": {"log_id": "id\"1"}, "time": 1_795_305_599.007, "host": "web-1",
+                   "source": "s3://b/k/x.log", "sourcetype": "drsink:json", "index": "dr",
+                   "event": {"host": "web-1", "msg": "x"}})
+        );
+        assert_eq!(lines[1]["time"], json!(-0.001));
+        assert!(lines[1].get("host").is_none());
+        assert_eq!(&out[doc], br#"{"host":"web-1","msg":"x"}"#);
+        assert_eq!(&out[second], br#"{"msg":"y"}"#);
+        let entries = split_entries(&out).unwrap();
+        assert_eq!(
+            entries.iter().map(|e| e.1.as_str()).collect::<Vec<_>>(),
+            ["id\"1", "id2"]
+        );
+        assert_eq!(entries[1].0.end, out.len());
+    }
+
+    #[test]
+    fn source_flag_and_missing_time() {
+        let s = sink(Some("dr-archive"), None);
+        let mut out = Vec::new();
+        s.encoder(&object())
+            .encode(&record("a", None, br#"{"m":1}"#), &mut out);
+        let event: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(event["source"], "dr-archive");
+        assert!(event.get("index").is_none());
+        let now = now_millis() as f64 / 1000.0;
+        let time = event["time"].as_f64().unwrap();
+        assert!((now - time).abs() < 60.0, "{time} vs {now}");
+    }
+
+    #[test]
+    fn answers_map_by_documented_codes() {
+        let reply = |code: i64, n: Option<usize>| Reply {
+            text: "t".into(),
+            code: Some(code),
+            invalid_event_number: n,
+            ack_id: None,
+        };
+        assert_eq!(
+            interpret(
+                200,
+                Some(&Reply {
+                    ack_id: Some(7),
+                    ..Reply::default()
+                }),
+                3
+            ),
+            Answer::Accepted { ack_id: Some(7) }
+        );
+        for (status, code) in [(401, 2), (401, 3), (403, 4), (403, 1)] {
+            assert_eq!(
+                interpret(status, Some(&reply(code, None)), 3),
+                Answer::Failed(Failure::Token)
+            );
+        }
+        assert_eq!(
+            interpret(503, Some(&reply(9, None)), 3),
+            Answer::Failed(Failure::Transient)
+        );
+        assert_eq!(interpret(500, None, 3), Answer::Failed(Failure::Transient));
+        assert_eq!(interpret(413, None, 3), Answer::Failed(Failure::TooLarge));
+        assert_eq!(
+            interpret(400, Some(&reply(7, None)), 3),
+            Answer::Failed(Failure::Index)
+        );
+        assert_eq!(
+            interpret(400, Some(&reply(10, None)), 3),
+            Answer::Failed(Failure::Channel)
+        );
+        assert_eq!(
+            interpret(400, Some(&reply(6, Some(5))), 3),
+            Answer::Failed(Failure::Transient)
+        );
+        let Answer::Partial { accepted, error } = interpret(400, Some(&reply(6, Some(1))), 3)
+        else {
+            panic!("not partial");
+        };
+        assert_eq!(accepted, 1);
+        let outcomes = partial_outcomes(accepted, error, 3);
+        assert_eq!(outcomes[0], ItemOutcome::Indexed);
+        assert!(matches!(&outcomes[1], ItemOutcome::Reject(e) if e["type"] == "t (HEC code 6)"));
+        assert!(matches!(outcomes[2], ItemOutcome::Retry(_)));
+    }
+
+    #[test]
+    fn the_token_is_never_shown() {
+        let s = sink(None, None);
+        let err = s.failure(
+            Failure::Token,
+            403,
+            Some(&Reply {
+                text: "Invalid token secret-token-123".into(),
+                code: Some(4),
+                ..Reply::default()
+            }),
+            b"",
+        );
+        let text = err.to_string();
+        assert!(text.contains("refused the token"), "{text}");
+        assert!(!text.contains("secret-token-123"), "{text}");
+        assert!(!text.contains("pw"), "{text}");
+        assert!(!format!("{:?}", s.token).contains("secret"));
+        let cli = crate::cli::Cli::try_parse_from([
+            "drsink",
+            "redrive",
+            "--from",
+            "x",
+            "--sink",
+            "splunk-hec",
+            "--hec-token",
+            "secret-token-123",
+        ])
+        .unwrap();
+        assert!(!format!("{cli:?}").contains("secret-token-123"));
+    }
+}

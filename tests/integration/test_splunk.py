@@ -1,0 +1,215 @@
+"""End-to-end tests of `drsink worker --sink splunk-hec` against the HEC receiver
+(tests/integration/hec_receiver.py) and moto; the Redis ledger against Debian's
+redis-server, started here on a free port (scripts/test installs it)."""
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+
+from harness import dead_letters, gz, ndjson
+from hec_receiver import HecReceiver
+
+TOKEN = "5f3c8e1a-7b2d-4c9e-a1f0-8d6b4e2c9a71"
+
+
+def ok(result):
+    rc, out, err, summary = result
+    assert rc == 0, f"drsink exited {rc}\nstderr:\n{err[-4000:]}"
+    assert summary is not None, f"no JSON summary as last stdout line:\n{out[-2000:]}"
+    return summary
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory):
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is missing: scripts/test installs it (Debian package redis-server)")
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                pytest.fail("redis-server did not start")
+            time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def hec():
+    with HecReceiver(token=TOKEN) as receiver:
+        yield receiver
+
+
+@pytest.fixture
+def hec_args(dead_letter_dir, tmp_path):
+    def args(queue_url: str, receiver: HecReceiver, *extra: str, exit_when_idle: bool = True) -> list[str]:
+        return [
+            "worker", "--queue-url", queue_url, "--sink", "splunk-hec", "--hec-url", receiver.url,
+            "--dead-letter", str(dead_letter_dir), "--dedup-ledger-path", str(tmp_path / "ledger"),
+            "--wait-seconds", "1", "--s3-force-path-style", "--max-retry-interval", "1",
+            *(["--exit-when-idle"] if exit_when_idle else []), *extra,
+        ]
+
+    return args
+
+
+ENV = {"DRSINK_HEC_TOKEN": TOKEN}
+
+
+def records(ids, ts="2026-11-21T23:59:59.250Z"):
+    return [{"log_id": i, "@timestamp": ts, "host": "web-1", "message": f"event {i}"} for i in ids]
+
+
+def put_cross_region(aws, pipeline, key="AWSLogs/app/2026/11/21/app.ndjson.gz"):
+    """Region A and region B hold the same 40 records (plus 10 and 5 of their own, and
+    5 without log_id that get the same fingerprint on both sides)."""
+    shared = records([f"shared-{i}" for i in range(40)])
+    plain = [{"message": f"no id {i}", "n": i} for i in range(5)]
+    a = shared + records([f"a-{i}" for i in range(10)]) + plain
+    b = records([f"b-{i}" for i in range(5)]) + list(reversed(shared)) + plain
+    aws.put(pipeline.buckets[0], key, gz(ndjson(a)))
+    aws.put(pipeline.buckets[1], key, ndjson(b))
+    return len(a) + len(b), 40 + 10 + 5 + 5
+
+
+@pytest.mark.parametrize("ledger", ["embedded", "redis"])
+def test_cross_region_duplicates_reach_splunk_once(aws, pipeline, hec, hec_args, run_drsink, start_drsink,
+                                                   request, ledger):
+    extra = ["--hec-compress", "--hec-index", "dr", "--hec-sourcetype", "drsink:json"]
+    if ledger == "redis":
+        extra += ["--dedup-ledger", request.getfixturevalue("redis_url")]
+    total, unique_count = put_cross_region(aws, pipeline)
+    if ledger == "redis":
+        # A fleet of two workers on one queue and one Redis ledger.
+        workers = [start_drsink(*hec_args(pipeline.queue_url, hec, *extra, "--concurrency", "2"), env=ENV)
+                   for _ in range(2)]
+        summaries = [ok(w.wait(120)) for w in workers]
+        summary = {k: sum(s[k] for s in summaries) for k in summaries[0]}
+    else:
+        summary = ok(run_drsink(*hec_args(pipeline.queue_url, hec, *extra), env=ENV))
+    counts = hec.counts()
+    assert len(counts) == unique_count
+    assert set(counts.values()) == {1}, {k: v for k, v in counts.items() if v != 1}
+    assert summary["records"] == total
+    assert summary["indexed"] == unique_count
+    assert summary["duplicates"] == total - unique_count
+    assert summary["dead_lettered"] == 0 and summary["failed"] == 0
+    assert aws.queue_depth(pipeline.queue_url) == 0
+    assert hec.gzip_requests > 0
+    event = next(e for e in hec.events if e["fields"]["log_id"] == "shared-0")
+    assert event["time"] == pytest.approx(1795305599.25)
+    assert event["host"] == "web-1" and event["index"] == "dr" and event["sourcetype"] == "drsink:json"
+    assert event["source"].startswith("s3://") and event["source"].endswith("/AWSLogs/app/2026/11/21/app.ndjson.gz")
+    assert event["event"] == records(["shared-0"])[0]
+
+    # The same objects again (a replay, or the other region catching up later):
+    # the ledger (on disk, or in Redis) knows every log_id, across restarts.
+    put_cross_region(aws, pipeline, key="AWSLogs/app/2026/11/21/replay.ndjson.gz")
+    again = ok(run_drsink(*hec_args(pipeline.queue_url, hec, *extra), env=ENV))
+    assert again["indexed"] == 0 and again["duplicates"] == total
+    assert hec.counts() == counts
+    assert aws.queue_depth(pipeline.queue_url) == 0
+
+
+def test_ack_mode_deletes_messages_only_after_acks(aws, pipeline, hec_args, start_drsink):
+    with HecReceiver(token=TOKEN, ack=True, ack_delay=4.0) as hec:
+        aws.put(pipeline.buckets[0], "acked.ndjson", ndjson(records([f"ack-{i}" for i in range(20)])))
+        worker = start_drsink(*hec_args(pipeline.queue_url, hec, "--hec-ack"), env=ENV)
+        deadline = time.monotonic() + 30
+        while len(hec.counts()) < 20:
+            assert time.monotonic() < deadline, "events never arrived"
+            assert worker.running(), worker.wait(1)
+            time.sleep(0.1)
+        # Received but not yet acknowledged: the object's message is still held.
+        assert hec.pending_acks() > 0
+        assert aws.queue_depth(pipeline.queue_url) >= 1
+        summary = ok(worker.wait(60))
+        assert hec.pending_acks() == 0 and hec.ack_polls > 0
+        assert len(hec.channels) == 1
+        assert summary["indexed"] == 20 and summary["failed"] == 0
+        assert aws.queue_depth(pipeline.queue_url) == 0
+        assert set(hec.counts().values()) == {1}
+
+
+def test_hec_ack_against_a_token_without_ack(aws, pipeline, hec_args, run_drsink):
+    with HecReceiver(token=TOKEN, ack=False) as hec:
+        aws.put(pipeline.buckets[0], "x.ndjson", ndjson(records(["x-1"])))
+        rc, out, err, summary = run_drsink(*hec_args(pipeline.queue_url, hec, "--hec-ack"), env=ENV)
+        # Without ack the HEC answers 200 without ackId: drsink warns and counts it.
+        assert rc == 0, err
+        assert "no ackId" in err
+        assert summary["indexed"] == 1
+
+
+def test_bad_token_stops_with_a_clear_error(aws, pipeline, hec, hec_args, run_drsink):
+    aws.put(pipeline.buckets[0], "x.ndjson", ndjson(records(["t-1", "t-2"])))
+    depth = aws.queue_depth(pipeline.queue_url)
+    wrong = "0badc0de-dead-beef-0000-123456789abc"
+    rc, out, err, summary = run_drsink(*hec_args(pipeline.queue_url, hec), env={"DRSINK_HEC_TOKEN": wrong})
+    assert rc != 0
+    assert "refused the token" in err
+    assert wrong not in err and wrong not in out
+    assert hec.counts() == {}
+    assert aws.queue_depth(pipeline.queue_url) == depth
+    # The token is no more visible in clap's own errors.
+    rc, out, err, _ = run_drsink("worker", "--sink", "splunk-hec", "--hec-token", wrong, "--bogus", env={})
+    assert rc != 0 and wrong not in err and wrong not in out
+
+
+def test_server_busy_bursts_are_retried(aws, pipeline, hec, hec_args, run_drsink):
+    aws.put(pipeline.buckets[0], "busy.ndjson", ndjson(records([f"busy-{i}" for i in range(30)])))
+    hec.busy_next = 6
+    summary = ok(run_drsink(*hec_args(pipeline.queue_url, hec, "--hec-batch-bytes", "2000"), env=ENV))
+    assert hec.busy_answers == 6
+    assert hec.counts() == {f"busy-{i}": 1 for i in range(30)}
+    assert summary["indexed"] == 30 and summary["retried"] > 0 and summary["failed"] == 0
+    assert aws.queue_depth(pipeline.queue_url) == 0
+
+
+def test_too_large_requests_are_split(aws, pipeline, hec, hec_args, run_drsink):
+    aws.put(pipeline.buckets[0], "big.ndjson", ndjson(records([f"big-{i}" for i in range(40)])))
+    hec.max_content_length = 3000
+    summary = ok(run_drsink(*hec_args(pipeline.queue_url, hec, "--hec-batch-bytes", "20000"), env=ENV))
+    assert hec.counts() == {f"big-{i}": 1 for i in range(40)}
+    assert summary["indexed"] == 40 and summary["dead_lettered"] == 0
+
+
+def test_malformed_event_is_dead_lettered_and_the_rest_sent_once(aws, pipeline, hec, hec_args, run_drsink,
+                                                                  dead_letter_dir):
+    ids = [f"m-{i}" for i in range(12)]
+    aws.put(pipeline.buckets[0], "bad.ndjson", ndjson(records(ids)))
+    hec.invalid_log_ids = {"m-5"}
+    summary = ok(run_drsink(*hec_args(pipeline.queue_url, hec), env=ENV))
+    # The 5 events before the bad one were kept by HEC and are not sent again;
+    # the 6 after it are sent once more, alone.
+    assert hec.counts() == {i: 1 for i in ids if i != "m-5"}
+    assert hec.requests == 2
+    assert summary["indexed"] == 11 and summary["dead_lettered"] == 1 and summary["failed"] == 0
+    letters = dead_letters(dead_letter_dir)
+    assert len(letters) == 1
+    assert "Invalid data format" in letters[0]["reason"]
+    assert json.loads(letters[0]["record"])["log_id"] == "m-5"
+    assert letters[0]["line"] == 6
+    assert aws.queue_depth(pipeline.queue_url) == 0
