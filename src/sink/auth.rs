@@ -601,6 +601,24 @@ mod tests {
         assert_eq!(base64_engine::encode(b"user:pass"), "dXNlcjpwYXNz");
     }
 
+    #[tokio::test]
+    async fn assume_role_needs_an_arn() {
+        let base = aws_config::SdkConfig::builder().build();
+        let only_id = AssumeRoleArgs {
+            assume_role_arn: None,
+            external_id: Some(Secret::new("x")),
+        };
+        assert!(s3_config(&base, &only_id).await.is_err());
+        let bad = AssumeRoleArgs {
+            assume_role_arn: Some("reader".into()),
+            external_id: None,
+        };
+        assert!(s3_config(&base, &bad)
+            .await
+            .is_err_and(|e| e.contains("not a role ARN")));
+        assert!(s3_config(&base, &AssumeRoleArgs::default()).await.is_ok());
+    }
+
     #[test]
     fn one_scheme_at_a_time() {
         let args = EsAuthArgs {

@@ -3,7 +3,7 @@
 //! Splunk cannot merge two copies of an event by id, so this sink looks
 //! every log_id up in the dedup ledger (`crate::ledger`) before it sends,
 //! and records it only once Splunk accepted the event (acknowledged it,
-//! with `--hec-ack`). See docs/splunk.md for what that guarantees.
+//! with `--hec-ack`). The README says exactly what that guarantees.
 //!
 //! Each entry of a batch is one line, one HEC event object with the log_id
 //! first, so the sink reads the ids back from the body it is handed:
