@@ -206,6 +206,14 @@ def run_drsink(*args: str, env: dict[str, str], timeout: float = 120, cwd: Path 
     return Drsink(*args, env=env, cwd=cwd).wait(timeout)
 
 
+def ok(result: Result) -> dict:
+    """The summary of a run that must have succeeded."""
+    rc, out, err, summary = result
+    assert rc == 0, f"drsink exited {rc}\nstderr:\n{err[-4000:]}"
+    assert summary is not None, f"no JSON summary as last stdout line:\n{out[-2000:]}"
+    return summary
+
+
 def dead_letters(directory: Path) -> list[dict]:
     """Every entry of every *.ndjson file in the dead-letter directory."""
     return [json.loads(line) for f in sorted(directory.rglob("*.ndjson"))

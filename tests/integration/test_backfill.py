@@ -8,16 +8,9 @@ import time
 
 import requests
 
-from harness import gz, ndjson, unique
+from harness import gz, ndjson, ok, unique
 
 DAYS = ["2026/11/19", "2026/11/20", "2026/11/21"]
-
-
-def ok(result):
-    rc, out, err, summary = result
-    assert rc == 0, f"drsink exited {rc}\nstderr:\n{err[-4000:]}"
-    assert summary is not None, f"no JSON summary as last stdout line:\n{out[-2000:]}"
-    return summary
 
 
 def archive(aws, name, objects_per_day=2, records=5):

@@ -10,18 +10,11 @@ import uuid
 
 import pytest
 
-from harness import FIXTURES, gz, ndjson, unique, dead_letters
+from harness import FIXTURES, dead_letters, gz, ndjson, ok, unique
 
 # Spaces, non-ASCII and a literal '+' make the notification's URL-encoding matter.
 KEY_A = "AWSLogs/région A/2026/11/21/app log ü+1.ndjson.gz"
 KEY_B = "AWSLogs/région B/2026/11/21/app log ü+1.ndjson"
-
-
-def ok(result):
-    rc, out, err, summary = result
-    assert rc == 0, f"drsink exited {rc}\nstderr:\n{err[-4000:]}"
-    assert summary is not None, f"no JSON summary as last stdout line:\n{out[-2000:]}"
-    return summary
 
 
 def dual_write(aws, pipeline, search, run_worker, dead_letter_dir, *extra):

@@ -15,16 +15,9 @@ from pathlib import Path
 import pytest
 
 import servers
-from harness import Search, dead_letters, ndjson
+from harness import Search, dead_letters, ndjson, ok
 
 TIMESTAMP = "2026-11-21T10:00:00Z"
-
-
-def ok(result):
-    rc, out, err, summary = result
-    assert rc == 0, f"drsink exited {rc}\nstderr:\n{err[-4000:]}"
-    assert summary is not None, f"no JSON summary as last stdout line:\n{out[-2000:]}"
-    return summary
 
 
 def wait_for(condition, timeout: float, what: str, every: float = 0.1):

@@ -23,8 +23,7 @@ import pytest
 import requests
 import zstandard
 
-from harness import FIXTURES, dead_letters, gz, ndjson, unique
-from test_core import ok
+from harness import FIXTURES, dead_letters, gz, ndjson, ok, unique
 
 NOTIFICATIONS = FIXTURES / "notifications"
 

@@ -11,17 +11,10 @@ import time
 
 import pytest
 
-from harness import dead_letters, gz, ndjson
+from harness import dead_letters, gz, ndjson, ok
 from hec_receiver import HecReceiver
 
 TOKEN = "5f3c8e1a-7b2d-4c9e-a1f0-8d6b4e2c9a71"
-
-
-def ok(result):
-    rc, out, err, summary = result
-    assert rc == 0, f"drsink exited {rc}\nstderr:\n{err[-4000:]}"
-    assert summary is not None, f"no JSON summary as last stdout line:\n{out[-2000:]}"
-    return summary
 
 
 def free_port() -> int:
