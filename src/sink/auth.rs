@@ -253,9 +253,8 @@ impl EsConnection {
                 let mut pem = read(cert, "--es-client-cert")?;
                 pem.push(b'\n');
                 pem.extend_from_slice(&read(key, "--es-client-key")?);
-                Some(reqwest::Identity::from_pem(&pem).map_err(|e| {
-                    // The error may quote the key's PEM; say only what failed.
-                    let _ = e;
+                // The parser's error could quote the key; say only what failed.
+                Some(reqwest::Identity::from_pem(&pem).map_err(|_| {
                     format!(
                         "--es-client-cert {} / --es-client-key {}: not a PEM certificate and private key",
                         cert.display(),
