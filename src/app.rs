@@ -154,6 +154,19 @@ async fn check_sink(pipeline: &Pipeline) -> anyhow::Result<()> {
         .context("the sink is not usable")
 }
 
+/// `--dead-letter`: a directory, or `s3://bucket/prefix`.
+fn dead_letter_store(target: &Path, store: &ObjectStore) -> anyhow::Result<DeadLetterStore> {
+    let text = target.to_string_lossy();
+    let Some(location) = text.strip_prefix("s3://") else {
+        return Ok(DeadLetterStore::new(target));
+    };
+    let (bucket, prefix) = location.split_once('/').unwrap_or((location, ""));
+    if bucket.is_empty() {
+        bail!("--dead-letter `{text}` names no bucket (expected s3://bucket/prefix/)");
+    }
+    Ok(DeadLetterStore::s3(store.client(None), bucket, prefix))
+}
+
 async fn build_pipeline(
     args: &PipelineArgs,
     aws: &aws_config::SdkConfig,
@@ -192,13 +205,20 @@ async fn build_pipeline(
                 .map_err(anyhow::Error::msg)?,
         ),
     };
+    let store = ObjectStore::new(
+        crate::sink::auth::s3_config(aws, &args.assume_role)
+            .await
+            .map_err(anyhow::Error::msg)?,
+        args.s3_force_path_style,
+    );
+    let dead_letters = dead_letter_store(
+        args.dead_letter
+            .as_deref()
+            .unwrap_or(Path::new(DEFAULT_DEAD_LETTER)),
+        &store,
+    )?;
     Ok(Arc::new(Pipeline {
-        store: ObjectStore::new(
-            crate::sink::auth::s3_config(aws, &args.assume_role)
-                .await
-                .map_err(anyhow::Error::msg)?,
-            args.s3_force_path_style,
-        ),
+        store,
         parser: RecordParser::new(&ParserOptions {
             timestamp_field: &args.timestamp_field,
             id_fields: &args.id_fields,
@@ -207,11 +227,7 @@ async fn build_pipeline(
         }),
         delivery: Delivery {
             sink,
-            dead_letters: Arc::new(DeadLetterStore::new(
-                args.dead_letter
-                    .as_deref()
-                    .unwrap_or(Path::new(DEFAULT_DEAD_LETTER)),
-            )),
+            dead_letters: Arc::new(dead_letters),
             metrics: Arc::new(Metrics::new(Arc::clone(&stats))),
             stats,
             max_retry_interval: args.max_retry_interval,

@@ -1,17 +1,19 @@
 //! The dead-letter store: what could not be indexed, with the reason, where
 //! it came from, and the record itself, so nothing is dropped silently.
 //!
-//! Entries are NDJSON appended to one file per process and synced to disk
-//! before the SQS message that named them is deleted.
+//! Entries are NDJSON, appended to one file per process and synced to disk
+//! (or written to S3) before the SQS message that named them is deleted.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::aws::describe;
 use crate::notification::ObjectRef;
 use crate::records::Position;
 
@@ -103,20 +105,61 @@ impl DeadLetter {
     }
 }
 
+/// Where dead letters are kept: a local directory, or `s3://bucket/prefix`
+/// (for example in the DR bucket, so they outlive the worker's container).
 pub struct DeadLetterStore {
-    dir: PathBuf,
-    file: Mutex<Option<File>>,
+    target: Target,
+}
+
+enum Target {
+    Dir {
+        dir: PathBuf,
+        file: Mutex<Option<File>>,
+    },
+    S3 {
+        client: aws_sdk_s3::Client,
+        bucket: String,
+        prefix: String,
+        /// Objects written by this process so far, to name the next.
+        written: AtomicU64,
+    },
 }
 
 impl DeadLetterStore {
     pub fn new(dir: &Path) -> Self {
         DeadLetterStore {
-            dir: dir.to_owned(),
-            file: Mutex::new(None),
+            target: Target::Dir {
+                dir: dir.to_owned(),
+                file: Mutex::new(None),
+            },
         }
     }
 
-    /// Appends the letters and syncs them to disk before returning.
+    /// A store of objects under `s3://bucket/prefix`.
+    pub fn s3(client: aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Self {
+        DeadLetterStore {
+            target: Target::S3 {
+                client,
+                bucket: bucket.to_owned(),
+                prefix: prefix.to_owned(),
+                written: AtomicU64::new(0),
+            },
+        }
+    }
+
+    /// Whether an object is one of the store's own: a bucket notification on
+    /// the dead-letter prefix must not feed dead letters back in.
+    pub fn owns(&self, object: &ObjectRef) -> bool {
+        match &self.target {
+            Target::S3 { bucket, prefix, .. } => {
+                object.bucket == *bucket && object.key.starts_with(prefix.as_str())
+            }
+            Target::Dir { .. } => false,
+        }
+    }
+
+    /// Appends the letters and makes them durable (synced to disk, or
+    /// written to S3) before returning.
     pub fn append(&self, letters: &[DeadLetter]) -> io::Result<()> {
         if letters.is_empty() {
             return Ok(());
@@ -130,42 +173,80 @@ impl DeadLetterStore {
     }
 
     /// Appends entries that are already NDJSON (each line ending in `\n`),
-    /// such as entries kept as they were by a redrive, and syncs them.
+    /// such as entries kept as they were by a redrive, and makes them durable.
     pub fn append_ndjson(&self, text: &[u8]) -> io::Result<()> {
         if text.is_empty() {
             return Ok(());
         }
-        let mut slot = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.is_none() {
-            *slot = Some(self.create_file()?);
+        match &self.target {
+            Target::Dir { dir, file } => {
+                let mut slot = file.lock().unwrap_or_else(|p| p.into_inner());
+                if slot.is_none() {
+                    *slot = Some(create_file(dir)?);
+                }
+                let file = slot
+                    .as_mut()
+                    .ok_or_else(|| io::Error::other("no dead-letter file"))?;
+                file.write_all(text)?;
+                file.sync_data()
+            }
+            Target::S3 {
+                client,
+                bucket,
+                prefix,
+                written,
+            } => {
+                // S3 has no append: each call writes one object.
+                let key = format!(
+                    "{prefix}{}-{}.ndjson",
+                    file_stem(),
+                    written.fetch_add(1, Ordering::Relaxed)
+                );
+                let put = client
+                    .put_object()
+                    .bucket(bucket)
+                    .key(&key)
+                    .content_type("application/x-ndjson")
+                    .body(text.to_vec().into())
+                    .send();
+                // Callers are both async tasks and decoding threads; either
+                // may wait here for the write to be durable.
+                let handle = tokio::runtime::Handle::current();
+                tokio::task::block_in_place(|| handle.block_on(put))
+                    .map(|_| ())
+                    .map_err(|e| {
+                        io::Error::other(format!(
+                            "dead-letter store s3://{bucket}/{key}: {}",
+                            describe(&e)
+                        ))
+                    })
+            }
         }
-        let file = slot
-            .as_mut()
-            .ok_or_else(|| io::Error::other("no dead-letter file"))?;
-        file.write_all(text)?;
-        file.sync_data()
     }
+}
 
-    fn create_file(&self) -> io::Result<File> {
-        fs::create_dir_all(&self.dir).map_err(|e| self.context(e))?;
-        let name = format!(
-            "dead-letter-{}-{}.ndjson",
-            chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"),
-            std::process::id()
-        );
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join(name))
-            .map_err(|e| self.context(e))
-    }
+/// `dead-letter-<time>-<pid>`: unique per process start.
+fn file_stem() -> String {
+    format!(
+        "dead-letter-{}-{}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"),
+        std::process::id()
+    )
+}
 
-    fn context(&self, e: io::Error) -> io::Error {
+fn create_file(dir: &Path) -> io::Result<File> {
+    let context = |e: io::Error| {
         io::Error::new(
             e.kind(),
-            format!("dead-letter directory {}: {e}", self.dir.display()),
+            format!("dead-letter directory {}: {e}", dir.display()),
         )
-    }
+    };
+    fs::create_dir_all(dir).map_err(context)?;
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{}.ndjson", file_stem())))
+        .map_err(context)
 }
 
 #[cfg(test)]

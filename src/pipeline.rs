@@ -49,6 +49,8 @@ pub enum ObjectOutcome {
     Done,
     /// The object no longer exists: nothing is left to index.
     Missing,
+    /// The object is one of the dead-letter store's own.
+    Own,
 }
 
 /// Why an object is not fully accounted for; its message must stay queued.
@@ -69,6 +71,11 @@ impl Pipeline {
         self: &Arc<Self>,
         object: &ObjectRef,
     ) -> Result<ObjectOutcome, ObjectError> {
+        if self.delivery.dead_letters.owns(object) {
+            // A notification for one of drsink's own dead-letter objects.
+            tracing::debug!(object = %object, "skipping the dead-letter store's own object");
+            return Ok(ObjectOutcome::Own);
+        }
         let reader = match self.store.open(object).await {
             Ok(reader) => reader,
             Err(OpenError::Missing(what)) => {

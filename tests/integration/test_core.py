@@ -116,6 +116,27 @@ def test_invalid_lines_go_to_dead_letter(aws, pipeline, search, run_worker, dead
     assert aws.queue_depth(pipeline.queue_url) == 0
 
 
+def test_dead_letters_in_the_notified_bucket_do_not_loop(aws, pipeline, search, worker_args, run_drsink):
+    """Dead letters written to s3://<the notified bucket>/drsink-dead-letter/ raise a
+    notification of their own; the worker skips it instead of reading it back."""
+    bucket = pipeline.buckets[0]
+    lines = ['{"log_id": "s-1"}', "not json", '{"log_id": "s-3"}']
+    aws.put(bucket, "app/s3-dead-letter.ndjson", "\n".join(lines).encode())
+    args = worker_args(pipeline.queue_url)
+    args[args.index("--dead-letter") + 1] = f"s3://{bucket}/drsink-dead-letter/"
+    summary = ok(run_drsink(*args))
+    assert search.count_by_log_id() == {"s-1": 1, "s-3": 1}
+    assert summary["dead_lettered"] == 1
+    # 2 test events, the object, and the dead-letter object's own notification.
+    assert (summary["messages"], summary["objects"], summary["records"]) == (4, 1, 3)
+    stored = aws.s3.list_objects_v2(Bucket=bucket, Prefix="drsink-dead-letter/")["Contents"]
+    assert len(stored) == 1
+    body = aws.s3.get_object(Bucket=bucket, Key=stored[0]["Key"])["Body"].read()
+    entries = [json.loads(line) for line in body.splitlines()]
+    assert [(e["key"], e["line"], e["record"]) for e in entries] == [("app/s3-dead-letter.ndjson", 2, "not json")]
+    assert aws.queue_depth(pipeline.queue_url) == 0
+
+
 def _closed_port_url():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
