@@ -63,3 +63,11 @@ pub trait Sink: Send + Sync {
     /// fast with a clear message.
     async fn check(&self) -> Result<(), String>;
 }
+
+/// `path` under a base URL that may itself have a path (a proxy prefix).
+fn endpoint(base: &reqwest::Url, path: &str) -> reqwest::Url {
+    let mut url = base.clone();
+    let joined = format!("{}/{path}", url.path().trim_end_matches('/'));
+    url.set_path(&joined);
+    url
+}

@@ -182,10 +182,7 @@ impl SplunkHec {
     }
 
     fn endpoint(&self, path: &str) -> reqwest::Url {
-        let mut url = self.base.clone();
-        let joined = format!("{}/{path}", url.path().trim_end_matches('/'));
-        url.set_path(&joined);
-        url
+        super::endpoint(&self.base, path)
     }
 
     fn describe(&self) -> String {
