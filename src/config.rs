@@ -248,8 +248,12 @@ pub fn to_env(path: &Path, text: &str, command: Option<&str>) -> Result<Entries,
 /// A clap error as one line, without its `error: ` and usage.
 fn clap_reason(e: &clap::Error) -> String {
     let text = e.render().to_string();
-    let line = text.lines().next().unwrap_or_default();
-    line.strip_prefix("error: ").unwrap_or(line).to_owned()
+    let text = text.strip_prefix("error: ").unwrap_or(&text);
+    text.lines()
+        .map(str::trim)
+        .take_while(|l| !l.is_empty() && !l.starts_with("Usage:"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Whether an option holds a secret (its value is never printed).
@@ -313,7 +317,10 @@ pub fn print(args: &ConfigArgs) -> anyhow::Result<()> {
     }
     let mut cli = Cli::command();
     cli.build();
-    let matches = cli.clone().try_get_matches_from(&argv)?;
+    let matches = cli
+        .clone()
+        .try_get_matches_from(&argv)
+        .map_err(|e| anyhow::anyhow!("drsink config {name}: {}", clap_reason(&e)))?;
     let (Some(sub), Some(sub_matches)) = (
         cli.find_subcommand(&name),
         matches.subcommand_matches(&name),

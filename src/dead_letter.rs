@@ -202,24 +202,27 @@ impl DeadLetterStore {
                     file_stem(),
                     written.fetch_add(1, Ordering::Relaxed)
                 );
-                let put = client
-                    .put_object()
-                    .bucket(bucket)
-                    .key(&key)
-                    .content_type("application/x-ndjson")
-                    .body(text.to_vec().into())
-                    .send();
+                let put = async {
+                    client
+                        .put_object()
+                        .bucket(bucket)
+                        .key(&key)
+                        .content_type("application/x-ndjson")
+                        .body(text.to_vec().into())
+                        .send()
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| {
+                            io::Error::other(format!(
+                                "dead-letter store s3://{bucket}/{key}: {}",
+                                describe(&e)
+                            ))
+                        })
+                };
                 // Callers are both async tasks and decoding threads; either
                 // may wait here for the write to be durable.
                 let handle = tokio::runtime::Handle::current();
                 tokio::task::block_in_place(|| handle.block_on(put))
-                    .map(|_| ())
-                    .map_err(|e| {
-                        io::Error::other(format!(
-                            "dead-letter store s3://{bucket}/{key}: {}",
-                            describe(&e)
-                        ))
-                    })
             }
         }
     }

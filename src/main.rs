@@ -16,7 +16,8 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let cli = Cli::parse_from(argv);
-    init_logging(cli.log_format);
+    let log_format = cli.log_format;
+    init_logging(log_format);
     // Only the commands that move records end with the JSON summary.
     let summary = matches!(
         cli.command,
@@ -45,15 +46,25 @@ fn main() -> ExitCode {
     match result {
         Ok(()) if stats.summary().failed == 0 => ExitCode::SUCCESS,
         Ok(()) => {
-            eprintln!(
-                "error: some messages could not be processed; they stay queued (see the log above)"
+            report(
+                log_format,
+                "some messages could not be processed; they stay queued (see the log above)",
             );
             ExitCode::FAILURE
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            report(log_format, &format!("{e:#}"));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The final error: a plain `error: …` line, or a JSON log event with
+/// `--log-format json` so that collectors parse every line.
+fn report(format: LogFormat, message: &str) {
+    match format {
+        LogFormat::Text => eprintln!("error: {message}"),
+        LogFormat::Json => tracing::error!("{message}"),
     }
 }
 
