@@ -287,22 +287,9 @@ pub fn redact(key: &str, value: &str) -> String {
     }
     value
         .split(',')
-        .map(redact_url)
+        .map(crate::redact::url)
         .collect::<Vec<_>>()
         .join(",")
-}
-
-/// `scheme://user:password@host…` → `scheme://(redacted)@host…`.
-pub fn redact_url(value: &str) -> String {
-    let Some(scheme_end) = value.find("://") else {
-        return value.to_owned();
-    };
-    let rest = &value[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{}://(redacted)@{}", &value[..scheme_end], &rest[at + 1..]),
-        None => value.to_owned(),
-    }
 }
 
 /// `drsink config COMMAND [FLAGS]`: the effective configuration of that

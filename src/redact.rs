@@ -1,14 +1,16 @@
 //! Keeping secrets out of logs, errors and configuration dumps.
 
-/// A URL fit for messages: its user name and password removed.
-pub fn url(text: &str) -> String {
-    match reqwest::Url::parse(text) {
-        Ok(mut u) => {
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            u.to_string()
-        }
-        Err(_) => "(unparsable URL)".to_owned(),
+/// A URL (or any value that may hold one) fit for messages: credentials in
+/// it, `scheme://user:password@host…`, become `scheme://(redacted)@host…`.
+pub fn url(value: &str) -> String {
+    let Some(scheme_end) = value.find("://") else {
+        return value.to_owned();
+    };
+    let rest = &value[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{}://(redacted)@{}", &value[..scheme_end], &rest[at + 1..]),
+        None => value.to_owned(),
     }
 }
 
@@ -36,12 +38,16 @@ pub fn transport_error(err: reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn urls_lose_their_credentials() {
+    fn credentials_in_urls_are_redacted() {
         assert_eq!(
             super::url("http://u:secret@localhost:9200/"),
-            "http://localhost:9200/"
+            "http://(redacted)@localhost:9200/"
         );
-        assert_eq!(super::url("redis://:pw@cache:6379"), "redis://cache:6379");
-        assert_eq!(super::url("not a url"), "(unparsable URL)");
+        assert_eq!(
+            super::url("redis://:pw@cache:6379"),
+            "redis://(redacted)@cache:6379"
+        );
+        assert_eq!(super::url("http://host:9200/a@b"), "http://host:9200/a@b");
+        assert_eq!(super::url("logs-%Y"), "logs-%Y");
     }
 }

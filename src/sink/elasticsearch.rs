@@ -478,7 +478,7 @@ mod tests {
     fn messages_never_show_credentials() {
         assert_eq!(
             redact("http://u:secret@localhost:9200/"),
-            "http://localhost:9200/"
+            "http://(redacted)@localhost:9200/"
         );
     }
 }
