@@ -245,8 +245,8 @@ pub struct HecArgs {
     pub hec_url: Option<String>,
 
     /// HEC token (never logged); prefer DRSINK_HEC_TOKEN or --hec-token-file.
-    #[arg(long, env = "DRSINK_HEC_TOKEN", hide_env_values = true, value_parser = crate::sink::splunk::HecToken::parse)]
-    pub hec_token: Option<crate::sink::splunk::HecToken>,
+    #[arg(long, env = "DRSINK_HEC_TOKEN", hide_env_values = true, value_parser = clap::value_parser!(crate::redact::Secret))]
+    pub hec_token: Option<crate::redact::Secret>,
 
     /// File holding the HEC token.
     #[arg(long, env = "DRSINK_HEC_TOKEN_FILE")]

@@ -9,7 +9,6 @@
 //! [`Secret`], which never shows its value in `Debug` or `Display`.
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
@@ -19,45 +18,9 @@ use aws_sigv4::http_request::{
 };
 use aws_sigv4::sign::v4;
 use clap::{Args, ValueEnum};
+
+pub use crate::redact::Secret;
 use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION};
-
-/// A secret value (password, API key, token): shown as `[redacted]`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The value itself, for the one place that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl std::fmt::Display for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl FromStr for Secret {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.is_empty() {
-            return Err("must not be empty".to_owned());
-        }
-        Ok(Secret(s.to_owned()))
-    }
-}
 
 /// The AWS service a SigV4 signature is for.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]

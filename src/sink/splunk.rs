@@ -11,7 +11,6 @@
 //! `{"fields":{"log_id":"…"},"time":1795305599.000,"host":…,"source":"s3://b/k","event":{…the record…}}`
 
 use std::collections::HashSet;
-use std::fmt;
 use std::io::Write as _;
 use std::ops::Range;
 use std::path::Path;
@@ -31,7 +30,7 @@ use crate::json_scan::scan_object;
 use crate::ledger::{self, Ledger, LedgerOptions, Verdict};
 use crate::notification::ObjectRef;
 use crate::records::Record;
-use crate::redact::{transport_error, url as redact};
+use crate::redact::{transport_error, url as redact, Secret};
 
 const EVENT_PATH: &str = "services/collector/event";
 const ACK_PATH: &str = "services/collector/ack";
@@ -40,31 +39,10 @@ const CHANNEL_HEADER: &str = "X-Splunk-Request-Channel";
 /// What every entry starts with; the log_id's JSON string follows.
 const ENTRY_START: &[u8] = b"{\"fields\":{\"log_id\":";
 
-/// A HEC token. It is shown nowhere: not by Debug, not in errors.
-#[derive(Clone)]
-pub struct HecToken(String);
-
-impl HecToken {
-    /// For clap: never fails, so clap never prints the value in an error.
-    pub fn parse(text: &str) -> Result<HecToken, String> {
-        Ok(HecToken(text.trim().to_owned()))
-    }
-
-    fn secret(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for HecToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("HecToken(<redacted>)")
-    }
-}
-
 /// How the sink is set up.
 pub struct Settings {
     pub url: String,
-    pub token: HecToken,
+    pub token: Secret,
     pub index: Option<String>,
     pub sourcetype: Option<String>,
     pub source: Option<String>,
@@ -78,7 +56,7 @@ pub struct SplunkHec {
     client: reqwest::Client,
     base: reqwest::Url,
     auth: HeaderValue,
-    token: HecToken,
+    token: Secret,
     channel: String,
     index: Option<String>,
     sourcetype: Option<String>,
@@ -135,10 +113,10 @@ pub async fn from_args(args: &HecArgs) -> Result<SplunkHec, String> {
     )
 }
 
-fn read_token(path: &Path) -> Result<HecToken, String> {
+fn read_token(path: &Path) -> Result<Secret, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read --hec-token-file {}: {e}", path.display()))?;
-    Ok(HecToken(text.trim().to_owned()))
+    Ok(Secret::new(text.trim()))
 }
 
 impl SplunkHec {
@@ -153,10 +131,10 @@ impl SplunkHec {
                 redact(&settings.url)
             )
         })?;
-        if settings.token.secret().is_empty() {
+        if settings.token.expose().is_empty() {
             return Err("the HEC token is empty".to_owned());
         }
-        let mut auth = HeaderValue::from_str(&format!("Splunk {}", settings.token.secret()))
+        let mut auth = HeaderValue::from_str(&format!("Splunk {}", settings.token.expose()))
             .map_err(|_| "the HEC token holds characters that cannot go in a header".to_owned())?;
         auth.set_sensitive(true);
         let client = reqwest::Client::builder()
@@ -199,7 +177,7 @@ impl SplunkHec {
     /// Text from the server, fit for a message: never with the token.
     fn server_text(&self, text: &str) -> String {
         let text: String = text.chars().take(300).collect();
-        if text.contains(self.token.secret()) {
+        if text.contains(self.token.expose()) {
             "(the answer quoted the token; not shown)".to_owned()
         } else {
             text
@@ -751,7 +729,7 @@ mod tests {
         SplunkHec::new(
             Settings {
                 url: "http://u:pw@localhost:8088".into(),
-                token: HecToken::parse("secret-token-123").unwrap(),
+                token: Secret::new("secret-token-123"),
                 index: index.map(str::to_owned),
                 sourcetype: Some("drsink:json".into()),
                 source: source.map(str::to_owned),
