@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::auth::EsConnection;
-use super::{Encoder, ItemOutcome, SendError, Sink};
+use super::{write_json_str, Encoder, ItemOutcome, SendError, Sink};
 use crate::cli::EsAction;
 use crate::notification::ObjectRef;
 use crate::records::Record;
@@ -178,17 +178,6 @@ fn write_id(out: &mut Vec<u8>, record: &Record<'_>) {
         out.push(b'"');
     } else {
         write_json_str(out, &record.log_id);
-    }
-}
-
-fn write_json_str(out: &mut Vec<u8>, text: &str) {
-    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-        out.push(b'"');
-        out.extend_from_slice(text.as_bytes());
-        out.push(b'"');
-    } else {
-        // Writing JSON into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, text);
     }
 }
 

@@ -71,3 +71,16 @@ fn endpoint(base: &reqwest::Url, path: &str) -> reqwest::Url {
     url.set_path(&joined);
     url
 }
+
+/// Appends `text` as a JSON string, copying it as it is when nothing in it
+/// needs escaping (the common case for ids and index names).
+fn write_json_str(out: &mut Vec<u8>, text: &str) {
+    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+    } else {
+        // Writing JSON into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, text);
+    }
+}

@@ -24,7 +24,7 @@ use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{Encoder, ItemOutcome, SendError, Sink};
+use super::{write_json_str, Encoder, ItemOutcome, SendError, Sink};
 use crate::cli::HecArgs;
 use crate::json_scan::scan_object;
 use crate::ledger::{self, Ledger, LedgerOptions, Verdict};
@@ -421,17 +421,6 @@ fn host_of(json: &[u8]) -> Option<&[u8]> {
     let mut found = [None];
     scan_object(json, &[b"host"], &mut found).ok()?;
     found[0].filter(|raw| raw.first() == Some(&b'"') && raw.len() > 2)
-}
-
-fn write_json_str(out: &mut Vec<u8>, text: &str) {
-    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-        out.push(b'"');
-        out.extend_from_slice(text.as_bytes());
-        out.push(b'"');
-    } else {
-        // Writing JSON into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, text);
-    }
 }
 
 /// The entries of a body (as written by `HecEncoder`): each line's range
