@@ -129,6 +129,10 @@ pub async fn run(
             .await;
         });
     }
+    // The loop ends when the listing has sent its last object (or on stop).
+    listed
+        .complete
+        .store(!shutdown.stop.is_cancelled(), Ordering::Relaxed);
     if let Some(queue) = &settings.via_queue {
         if !queue_batch.is_empty() {
             enqueue(
@@ -142,7 +146,6 @@ pub async fn run(
         }
     }
     while tasks.join_next().await.is_some() {}
-    listed.complete.store(true, Ordering::Relaxed);
     if !shutdown.stop.is_cancelled() {
         match (&mut listing).await {
             Ok(result) => result?,
