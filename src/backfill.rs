@@ -108,7 +108,9 @@ pub async fn run(
             slot = Arc::clone(&slots).acquire_owned() => slot?,
             () = shutdown.stop.cancelled() => break,
         };
-        while tasks.try_join_next().is_some() {}
+        while let Some(joined) = tasks.try_join_next() {
+            count_panic(joined, &stats);
+        }
         let (pipeline, checkpoint, stats, shutdown, fatal) = (
             Arc::clone(&pipeline),
             checkpoint.clone(),
@@ -145,7 +147,9 @@ pub async fn run(
             .await?;
         }
     }
-    while tasks.join_next().await.is_some() {}
+    while let Some(joined) = tasks.join_next().await {
+        count_panic(joined, &stats);
+    }
     if !shutdown.stop.is_cancelled() {
         match (&mut listing).await {
             Ok(result) => result?,
@@ -158,6 +162,14 @@ pub async fn run(
         anyhow::bail!(reason);
     }
     Ok(())
+}
+
+/// A replay task that panicked left its object unaccounted for: a failure.
+fn count_panic(joined: Result<(), tokio::task::JoinError>, stats: &Stats) {
+    if let Err(e) = joined {
+        tracing::error!("an object's replay task failed: {e}; a rerun retries it");
+        Stats::add(&stats.failed, 1);
+    }
 }
 
 /// Replays one object; a failure is counted, logged with its bucket/key and

@@ -37,9 +37,11 @@ impl Checkpoint {
         let mut done = HashSet::new();
         match File::open(path) {
             Ok(file) => {
-                for line in BufReader::new(file).lines() {
+                // Bytes, not text: a line torn inside a multi-byte key is
+                // not UTF-8, and must be skipped like any torn line.
+                for line in BufReader::new(file).split(b'\n') {
                     let line = line.map_err(context)?;
-                    if let Ok(entry) = serde_json::from_str::<Done>(&line) {
+                    if let Ok(entry) = serde_json::from_slice::<Done>(&line) {
                         done.insert((entry.bucket.into_owned(), entry.key.into_owned()));
                     }
                 }

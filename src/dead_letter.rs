@@ -187,8 +187,13 @@ impl DeadLetterStore {
                 let file = slot
                     .as_mut()
                     .ok_or_else(|| io::Error::other("no dead-letter file"))?;
-                file.write_all(text)?;
-                file.sync_data()
+                let written = file.write_all(text).and_then(|()| file.sync_data());
+                if written.is_err() {
+                    // A torn last line stays behind; the next letters go to a
+                    // new file instead of being appended to it.
+                    *slot = None;
+                }
+                written
             }
             Target::S3 {
                 client,
@@ -245,11 +250,17 @@ fn create_file(dir: &Path) -> io::Result<File> {
         )
     };
     fs::create_dir_all(dir).map_err(context)?;
-    OpenOptions::new()
+    let file = OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join(format!("{}.ndjson", file_stem())))
-        .map_err(context)
+        .map_err(context)?;
+    // The new file's name must be durable too, or a crash could lose it
+    // after the messages it accounts for were deleted.
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(context)?;
+    Ok(file)
 }
 
 #[cfg(test)]

@@ -203,7 +203,12 @@ impl<'a> ObjectDecoder<'a> {
             forced => forced,
         };
         let compression = decoder.compression();
-        let stream = Cursor::new(head).chain(&mut decoder);
+        // When the stream already broke within the first bytes, what was
+        // read before the fault is still decoded; the rest is the fault.
+        let (stream, sniff_fault): (Box<dyn Read + '_>, _) = match sniffed {
+            Ok(_) => (Box::new(Cursor::new(head).chain(&mut decoder)), None),
+            Err(e) => (Box::new(Cursor::new(head)), Some(e)),
+        };
 
         let mut run = Run {
             decoder: self,
@@ -213,15 +218,11 @@ impl<'a> ObjectDecoder<'a> {
             chunk: Chunk::default(),
             emit,
         };
-        let broke = match sniffed {
-            Err(e) => Some(e),
-            Ok(_) => match format {
-                Format::Text | Format::Ndjson | Format::Auto => {
-                    self.lines(&mut run, stream, format)?
-                }
-                Format::Json => self.values(&mut run, stream)?,
-            },
-        };
+        let broke = match format {
+            Format::Text | Format::Ndjson | Format::Auto => self.lines(&mut run, stream, format)?,
+            Format::Json => self.values(&mut run, stream)?,
+        }
+        .or(sniff_fault);
         if let Some(e) = broke {
             if let Some(fault) = source_fault.borrow_mut().take() {
                 return Err(read_failed(fault));
@@ -349,6 +350,68 @@ impl<R: Read> Read for FaultTracking<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::records::ParserOptions;
+    use std::io::Write;
+    use std::ops::Range;
+
+    /// Writes each document on its own line.
+    struct Lines;
+    impl Encoder for Lines {
+        fn encode(&mut self, record: &Record<'_>, out: &mut Vec<u8>) -> Range<usize> {
+            let start = out.len();
+            out.extend_from_slice(&record.json);
+            let end = out.len();
+            out.push(b'\n');
+            start..end
+        }
+    }
+
+    #[test]
+    fn a_small_object_cut_short_keeps_the_records_before_the_fault() {
+        let text: String = (0..200)
+            .map(|i| format!("{{\"log_id\":\"r{i}\"}}\n"))
+            .collect();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(text.as_bytes()).unwrap();
+        let whole = gz.finish().unwrap();
+        let cut = whole[..whole.len() - 20].to_vec();
+
+        let parser = RecordParser::new(&ParserOptions {
+            timestamp_field: "@timestamp",
+            id_fields: &[],
+            level_field: "level",
+            min_level: None,
+        });
+        let decoder = ObjectDecoder {
+            parser: &parser,
+            limits: Limits {
+                bytes: 1 << 20,
+                records: 10_000,
+            },
+            max_record_bytes: 1 << 20,
+            format: Format::Auto,
+        };
+        let object = ObjectRef {
+            bucket: "b".into(),
+            key: "k.gz".into(),
+            region: None,
+            version_id: None,
+            event_time: None,
+        };
+        let (mut batched, mut dead, mut faults) = (0, 0, 0);
+        let mut encoder = Lines;
+        decoder
+            .decode(&object, Cursor::new(cut), &mut encoder, |chunk| {
+                batched += chunk.batch.map_or(0, |b| b.entries.len());
+                dead += chunk.letters.len();
+                faults += usize::from(chunk.fault.is_some());
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(faults, 1);
+        assert!(batched > 150, "{batched} records kept");
+        assert!(batched + dead <= 200);
+    }
 
     #[test]
     fn detects_the_format_from_the_first_bytes() {

@@ -70,17 +70,17 @@ impl Delivery {
                 Ok(outcomes) => {
                     pending = self.account(object, batch, &pending, outcomes)?;
                 }
-                Err(SendError::TooLarge) if pending.len() > 1 => {
+                Err(SendError::Refused(_)) if pending.len() > 1 => {
                     let second = pending.split_off(pending.len() / 2);
                     Box::pin(self.deliver_items(object, batch, pending)).await?;
                     return Box::pin(self.deliver_items(object, batch, second)).await;
                 }
-                Err(SendError::TooLarge) => {
+                Err(SendError::Refused(reason)) => {
                     let letter = self.letter(
                         object,
                         batch,
                         pending[0],
-                        "the sink rejected the record as too large (HTTP 413)",
+                        format!("the sink refused the record: {reason}"),
                     );
                     self.dead_letter(&[letter])?;
                     return Ok(());
@@ -117,6 +117,12 @@ impl Delivery {
         let mut retry = Vec::new();
         let mut letters = Vec::new();
         let mut retry_reason = None;
+        // An item the sink said nothing about is not done: retry it.
+        let missing = pending.len().saturating_sub(outcomes.len());
+        let outcomes = outcomes.into_iter().chain(
+            std::iter::repeat_with(|| ItemOutcome::Retry("no outcome from the sink".into()))
+                .take(missing),
+        );
         for (&item, outcome) in pending.iter().zip(outcomes) {
             match outcome {
                 ItemOutcome::Indexed => indexed += 1,

@@ -212,12 +212,18 @@ impl RecordParser {
                 return Ok(Parsed::Filtered);
             }
         }
+        // Containers are recognised by their whole shape; anything else that
+        // merely shares a field name is an ordinary record.
         if field(LOG_ID).is_none() {
             if field(MESSAGE_TYPE).is_some() {
-                return self.cloudwatch(text, position);
+                if let Some(parsed) = self.cloudwatch(text, position) {
+                    return Ok(parsed);
+                }
             }
             if field(RECORDS).is_some_and(|r| r.starts_with(b"[")) {
-                return self.cloudtrail(text, position);
+                if let Some(parsed) = self.cloudtrail(text, position) {
+                    return Ok(parsed);
+                }
             }
             if field(DETAIL_TYPE).is_some() {
                 if let Some(record) = self.eventbridge(text, field(TIMESTAMP), position) {
@@ -226,12 +232,7 @@ impl RecordParser {
             }
         }
 
-        let given_id = field(LOG_ID).and_then(|raw| match decode_string(raw) {
-            Some(id) if !id.is_empty() => Some(id),
-            Some(_) => None,
-            // A non-string id (say, a number) is used as written.
-            None => std::str::from_utf8(raw).ok().map(Cow::Borrowed),
-        });
+        let given_id = field(LOG_ID).and_then(|raw| self.given_id(raw));
         let (log_id, id_generated) = match given_id {
             Some(id) => (id, false),
             None => {
@@ -253,6 +254,29 @@ impl RecordParser {
             position,
             has_origin: field(ORIGIN).is_some(),
         }))
+    }
+
+    /// The `_id` a record's own `log_id` gives: a string, or a number as
+    /// written. A string too long for an `_id` (Elasticsearch allows 512
+    /// bytes) is replaced by a UUID v5 of it, the same in either region's
+    /// copy. Anything else (null, a boolean, an object, an empty string) is
+    /// no id: the record gets a fingerprint instead.
+    fn given_id<'a>(&self, raw: &'a [u8]) -> Option<Cow<'a, str>> {
+        match decode_string(raw) {
+            Some(id) if id.is_empty() => None,
+            Some(id) if id.len() > MAX_ID_BYTES => Some(Cow::Owned(uuid_v5(|h| {
+                h.update(b"log_id\0");
+                h.update(id.as_bytes());
+            }))),
+            Some(id) => Some(id),
+            None if raw
+                .first()
+                .is_some_and(|b| *b == b'-' || b.is_ascii_digit()) =>
+            {
+                std::str::from_utf8(raw).ok().map(Cow::Borrowed)
+            }
+            None => None,
+        }
     }
 
     /// A line that is not JSON, as `{"message": LINE}`.
@@ -289,12 +313,9 @@ impl RecordParser {
         level_rank(&decode_string(raw)?)
     }
 
-    /// CloudWatch Logs subscription payload: one record per log event.
-    fn cloudwatch<'a>(
-        &self,
-        text: &'a [u8],
-        position: Position,
-    ) -> Result<Parsed<'a>, RecordError> {
+    /// CloudWatch Logs subscription payload: one record per log event;
+    /// `None` when `text` does not have that shape.
+    fn cloudwatch<'a>(&self, text: &'a [u8], position: Position) -> Option<Parsed<'a>> {
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct Payload<'a> {
@@ -302,11 +323,11 @@ impl RecordParser {
             message_type: Cow<'a, str>,
             #[serde(default, borrow)]
             owner: Cow<'a, str>,
-            #[serde(default, borrow)]
+            #[serde(borrow)]
             log_group: Cow<'a, str>,
             #[serde(default, borrow)]
             log_stream: Cow<'a, str>,
-            #[serde(default, borrow)]
+            #[serde(borrow)]
             log_events: Vec<Event<'a>>,
         }
         #[derive(Deserialize)]
@@ -317,12 +338,11 @@ impl RecordParser {
             #[serde(borrow)]
             message: Cow<'a, str>,
         }
-        let bad = |e: serde_json::Error| {
-            RecordError::BadContainer(format!("unreadable CloudWatch Logs payload: {e}"))
-        };
-        let payload: Payload = serde_json::from_slice(text).map_err(bad)?;
-        if payload.message_type != "DATA_MESSAGE" {
-            return Ok(Parsed::Skipped);
+        let payload: Payload = serde_json::from_slice(text).ok()?;
+        match payload.message_type.as_ref() {
+            "DATA_MESSAGE" => {}
+            "CONTROL_MESSAGE" => return Some(Parsed::Skipped),
+            _ => return None,
         }
         let records = payload
             .log_events
@@ -365,23 +385,22 @@ impl RecordParser {
                 })
             })
             .collect();
-        Ok(Parsed::Many(records))
+        Some(Parsed::Many(records))
     }
 
     /// CloudTrail file: one record per `Records[]` entry, id `eventID`, time
-    /// `eventTime`.
-    fn cloudtrail<'a>(
-        &self,
-        text: &'a [u8],
-        position: Position,
-    ) -> Result<Parsed<'a>, RecordError> {
+    /// `eventTime`; `None` when `text` is not such a file (or holds no entry,
+    /// which is then kept as an ordinary record rather than vanishing).
+    fn cloudtrail<'a>(&self, text: &'a [u8], position: Position) -> Option<Parsed<'a>> {
         #[derive(Deserialize)]
         struct Trail<'a> {
             #[serde(rename = "Records", borrow)]
             records: Vec<&'a RawValue>,
         }
-        let trail: Trail = serde_json::from_slice(text)
-            .map_err(|e| RecordError::BadContainer(format!("unreadable CloudTrail file: {e}")))?;
+        let trail: Trail = serde_json::from_slice(text).ok()?;
+        if trail.records.is_empty() {
+            return None;
+        }
         let records = trail
             .records
             .iter()
@@ -395,7 +414,7 @@ impl RecordParser {
                     .map_err(|e| (position, e))
             })
             .collect();
-        Ok(Parsed::Many(records))
+        Some(Parsed::Many(records))
     }
 
     /// EventBridge event: the envelope's `id` and `time` are the record's.
@@ -406,8 +425,15 @@ impl RecordParser {
         position: Position,
     ) -> Option<Record<'a>> {
         if timestamp.is_some() {
-            // Not an envelope as EventBridge writes it, or one that already
-            // has its own event time: treat as an ordinary record.
+            // One that already has its own event time: an ordinary record.
+            return None;
+        }
+        // The envelope as EventBridge writes it, or an ordinary record.
+        let mut found = [None; 4];
+        scan_object(text, &[b"id", b"time", b"source", b"detail"], &mut found).ok()?;
+        let [id, time, source, detail] = found;
+        let is_text = |raw: Option<&[u8]>| raw.is_some_and(|r| r.len() > 2 && r[0] == b'"');
+        if !(is_text(id) && is_text(time) && is_text(source) && detail.is_some()) {
             return None;
         }
         self.enveloped(text, b"id", b"time", position).ok()
@@ -467,29 +493,39 @@ impl RecordParser {
     /// A UUID v5 of the record's content only, so the copy of a line read
     /// from the other region's object gets the same id.
     fn fingerprint(&self, text: &[u8], fields: &[Option<&[u8]>]) -> String {
-        let mut hasher = Sha1::new();
-        hasher.update(FINGERPRINT_NAMESPACE.as_bytes());
-        if fields.is_empty() {
-            hasher.update(text);
-        } else {
-            for (name, value) in self.wanted[ID_FIELDS..].iter().zip(fields) {
-                hasher.update(name);
-                hasher.update([0]);
-                // A missing field differs from every JSON value.
-                hasher.update(value.unwrap_or(b"\x01"));
-                hasher.update([0]);
+        uuid_v5(|hasher| {
+            if fields.is_empty() {
+                hasher.update(text);
+            } else {
+                for (name, value) in self.wanted[ID_FIELDS..].iter().zip(fields) {
+                    hasher.update(name);
+                    hasher.update([0]);
+                    // A missing field differs from every JSON value.
+                    hasher.update(value.unwrap_or(b"\x01"));
+                    hasher.update([0]);
+                }
             }
-        }
-        let digest: [u8; 20] = hasher.finalize().into();
-        let mut bytes = [0u8; 16];
-        bytes.copy_from_slice(&digest[..16]);
-        let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        uuid::Builder::from_sha1_bytes(bytes)
-            .into_uuid()
-            .hyphenated()
-            .encode_lower(&mut text)
-            .to_owned()
+        })
     }
+}
+
+/// Longest `_id` Elasticsearch and OpenSearch accept, in bytes.
+const MAX_ID_BYTES: usize = 512;
+
+/// A UUID v5 in drsink's namespace of what `feed` hashes.
+fn uuid_v5(feed: impl FnOnce(&mut Sha1)) -> String {
+    let mut hasher = Sha1::new();
+    hasher.update(FINGERPRINT_NAMESPACE.as_bytes());
+    feed(&mut hasher);
+    let digest: [u8; 20] = hasher.finalize().into();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    uuid::Builder::from_sha1_bytes(bytes)
+        .into_uuid()
+        .hyphenated()
+        .encode_lower(&mut text)
+        .to_owned()
 }
 
 /// A bulk request holds one document per line. In valid JSON a line break
@@ -684,7 +720,7 @@ mod tests {
         assert_eq!(doc["json"]["level"], "error");
         assert_eq!(doc["logGroup"], "/aws/lambda/x");
         assert_eq!(doc["owner"], "1234");
-        let control = br#"{"messageType":"CONTROL_MESSAGE","logEvents":[{"id":"","timestamp":1,"message":"health"}]}"#;
+        let control = br#"{"messageType":"CONTROL_MESSAGE","logGroup":"","logEvents":[{"id":"","timestamp":1,"message":"health"}]}"#;
         assert!(matches!(p.parse(control, at(1)).unwrap(), Parsed::Skipped));
     }
 
@@ -697,6 +733,39 @@ mod tests {
         assert_eq!(json(&records[0])["eventName"], "PutObject");
         assert_eq!(records[1].timestamp_ms, Some(1_795_262_401_000));
         assert_eq!(json(&records[1])["log_id"], records[1].log_id.as_ref());
+    }
+
+    #[test]
+    fn lookalikes_of_containers_are_ordinary_records() {
+        let p = parser();
+        for line in [
+            &br#"{"messageType":"ORDER_CREATED","order":7}"#[..],
+            br#"{"Records":[]}"#,
+            br#"{"detail-type":"x","id":"shared","note":"no envelope"}"#,
+        ] {
+            let r = one(p.parse(line, at(1)).unwrap());
+            assert!(r.id_generated, "{}", String::from_utf8_lossy(line));
+            assert_eq!(&r.json[..], line);
+        }
+    }
+
+    #[test]
+    fn only_strings_and_numbers_are_ids() {
+        let p = parser();
+        let id = |line: &[u8]| {
+            let r = one(p.parse(line, at(1)).unwrap());
+            (r.log_id.into_owned(), r.id_generated)
+        };
+        assert_eq!(id(br#"{"log_id":12345}"#), ("12345".to_owned(), false));
+        let (null_id, generated) = id(br#"{"log_id":null,"m":1}"#);
+        assert!(!generated, "the record keeps its own log_id field");
+        assert_ne!(null_id, id(br#"{"log_id":null,"m":2}"#).0);
+        assert!(Uuid::parse_str(&id(br#"{"log_id":{"a":"b"}}"#).0).is_ok());
+        let long = format!(r#"{{"log_id":"{}"}}"#, "x".repeat(600));
+        let (long_id, generated) = id(long.as_bytes());
+        assert!(!generated);
+        assert_eq!(long_id, id(long.as_bytes()).0);
+        assert!(Uuid::parse_str(&long_id).is_ok());
     }
 
     #[test]

@@ -225,6 +225,14 @@ fn classify(action: EsAction, item: &ItemResult) -> ItemOutcome {
         }
         200..=299 => ItemOutcome::Indexed,
         409 if action == EsAction::Create => ItemOutcome::Duplicate,
+        // Permissions or a missing index (auto-create off) concern every
+        // record alike: hold the messages until the cluster is fixed rather
+        // than dead-letter everything.
+        401 | 403 | 404 => ItemOutcome::Retry(
+            error_type
+                .unwrap_or("forbidden or missing index")
+                .to_owned(),
+        ),
         429 | 500..=599 => ItemOutcome::Retry(error_type.unwrap_or("server error").to_owned()),
         _ if error_type.is_some_and(|t| TRANSIENT_TYPES.contains(&t)) => {
             ItemOutcome::Retry(error_type.unwrap_or_default().to_owned())
@@ -269,7 +277,21 @@ impl Sink for Elasticsearch {
             .map_err(|e| SendError::Transient(transport_error(e)))?;
         match status.as_u16() {
             200..=299 => {}
-            413 => return Err(SendError::TooLarge),
+            413 => {
+                return Err(SendError::Refused(format!(
+                    "too large for {} (HTTP 413)",
+                    self.describe()
+                )))
+            }
+            // A record that makes the whole request unparsable (the rest of
+            // the batch is fine): splitting finds it.
+            400 => {
+                return Err(SendError::Refused(format!(
+                    "{} answered HTTP 400: {}",
+                    self.describe(),
+                    String::from_utf8_lossy(&text[..text.len().min(300)])
+                )))
+            }
             408 | 429 | 500..=599 => {
                 return Err(SendError::Transient(format!(
                     "HTTP {status} from {}",

@@ -36,9 +36,11 @@ pub enum SendError {
     /// Worth retrying: connection refused, timeout, 5xx, 429.
     #[error("{0}")]
     Transient(String),
-    /// 413: the batch must be split.
-    #[error("the request body is too large for the sink")]
-    TooLarge,
+    /// The sink refused the whole request because of something in it
+    /// (413 too large, 400 unparsable): the batch is split until the record
+    /// at fault is alone, and that one is dead-lettered with this reason.
+    #[error("{0}")]
+    Refused(String),
     /// Retrying cannot help (bad credentials, wrong URL): stop the worker.
     #[error("{0}")]
     Fatal(String),

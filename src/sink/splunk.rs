@@ -259,7 +259,7 @@ impl SplunkHec {
             None => self.server_text(&String::from_utf8_lossy(raw)),
         };
         match failure {
-            Failure::TooLarge => SendError::TooLarge,
+            Failure::TooLarge => SendError::Refused(format!("too large for {hec} (HTTP {status})")),
             Failure::Transient => SendError::Transient(format!("HTTP {status} from {hec} ({said})")),
             Failure::Token => SendError::Fatal(format!(
                 "Splunk HEC at {hec} refused the token (HTTP {status}, {said}): check --hec-token, \
