@@ -66,7 +66,9 @@ SERVERS = {
     ),
 }
 
-_children: dict[str, subprocess.Popen] = {}  # servers this process started (so it can reap them)
+# Servers this process started, by name and state directory (so it can reap them; a
+# test may run a second server of one kind in a state directory of its own).
+_children: dict[tuple[str, Path], subprocess.Popen] = {}
 
 
 def free_port() -> int:
@@ -145,7 +147,7 @@ def ensure(name: str, state: Path = STATE, fresh: bool = True, port: int | None 
         proc = subprocess.Popen(SERVERS[name][1](port, state), stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True, cwd=state)
         log.close()
-        _children[name] = proc
+        _children[(name, state)] = proc
         (state / f"{name}.pid").write_text(f"{proc.pid}\n")
         (state / f"{name}.url").write_text(f"{url}\n")
 
@@ -190,7 +192,7 @@ def _stop(name: str, state: Path, timeout: float = 15) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
             _wait(lambda: not alive(pid), 5, f"{name} (pid {pid}) survived SIGKILL")
-    if proc := _children.pop(name, None):
+    if proc := _children.pop((name, state), None):
         proc.wait()
     if url:
         _wait(lambda: not port_open(url), timeout, f"{name}: port of {url} still open")
