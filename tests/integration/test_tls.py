@@ -1,0 +1,70 @@
+"""TLS to the cluster with a private CA (`--es-ca-cert`) and a client certificate
+(`--es-client-cert`/`--es-client-key`): a TLS-terminating proxy in front of the
+search server demands a client certificate from our own CA."""
+import ssl
+import subprocess
+
+import pytest
+
+from harness import ok
+from test_metrics import Recorder, put_dual_write
+
+
+def openssl(*args, cwd):
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture
+def pki(tmp_path):
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, all EC P-256."""
+    d = tmp_path / "pki"
+    d.mkdir()
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=drsink test CA", cwd=d)
+    for name, ext in (("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth"),
+                      ("client", "extendedKeyUsage=clientAuth")):
+        (d / f"{name}.ext").write_text(ext + "\n")
+        openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=d)
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext", cwd=d)
+    return d
+
+
+@pytest.fixture
+def tls_proxy(search, pki):
+    proxy = Recorder(search.url)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pki / "server.pem", pki / "server.key")
+    context.load_verify_locations(pki / "ca.pem")
+    context.verify_mode = ssl.CERT_REQUIRED
+    proxy.server.socket = context.wrap_socket(proxy.server.socket, server_side=True)
+    with proxy:
+        yield proxy, proxy.url.replace("http://", "https://")
+
+
+def test_private_ca_and_client_certificate(aws, pipeline, search, run_worker, pki, tls_proxy):
+    proxy, url = tls_proxy
+    records = put_dual_write(aws, pipeline)
+    summary = ok(run_worker(pipeline.queue_url, "--es-ca-cert", str(pki / "ca.pem"),
+                            "--es-client-cert", str(pki / "client.pem"),
+                            "--es-client-key", str(pki / "client.key"), es_url=url))
+    assert summary["records"] == records
+    assert len(search.count_by_log_id()) == 10
+    assert set(search.count_by_log_id().values()) == {1}
+    assert proxy.bulk_requests(), "the bulk requests went through the TLS proxy"
+    assert aws.queue_depth(pipeline.queue_url) == 0
+
+
+@pytest.mark.parametrize("missing", ["ca", "client-certificate"])
+def test_untrusted_or_unauthenticated_tls_fails_at_start(missing, aws, pipeline, run_worker, pki, tls_proxy):
+    _, url = tls_proxy
+    args = {"ca": ["--es-client-cert", str(pki / "client.pem"), "--es-client-key", str(pki / "client.key")],
+            "client-certificate": ["--es-ca-cert", str(pki / "ca.pem")]}[missing]
+    rc, _, err, _ = run_worker(pipeline.queue_url, *args, es_url=url)
+    assert rc != 0
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: the sink is not usable"), err[-2000:]
+    assert "certificate" in last.lower() or "handshake" in last.lower() or "tls" in last.lower(), last
+    assert "panicked" not in err
+    assert aws.queue_depth(pipeline.queue_url) == 2  # moto's test events, untouched
