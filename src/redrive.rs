@@ -1,4 +1,4 @@
-//! `drsink redrive --from DIR`: re-submits dead letters (for example after a
+//! `drsink redrive --from DIR|s3://bucket/prefix/`: re-submits dead letters (for example after a
 //! mapping fix) through the same sink and the same `Delivery` as the worker,
 //! so retries, dead letters and counting behave alike.
 //!
@@ -12,14 +12,14 @@
 //! file before the old file goes, so a crash at any point can only leave an
 //! entry twice, never lose it.
 
-use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use serde::Deserialize;
-use tokio::io::AsyncBufReadExt;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 
+use crate::aws::describe;
 use crate::batch::{Batch, Builder, Limits};
 use crate::delivery::Undelivered;
 use crate::notification::ObjectRef;
@@ -89,26 +89,135 @@ fn parse_entry(raw: &[u8]) -> Entry {
     }
 }
 
-/// The `*.ndjson` files of the directory, oldest name first. Listed once at
-/// the start, so the file this run writes its own dead letters to is never
-/// read back.
-fn dead_letter_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let path = entry.path();
-        if path.extension().is_some_and(|e| e == "ndjson") && entry.file_type()?.is_file() {
-            files.push(path);
+/// Where the dead letters to redrive are: a directory, or the objects under
+/// `s3://bucket/prefix`.
+enum Source {
+    Dir(PathBuf),
+    S3 {
+        client: aws_sdk_s3::Client,
+        bucket: String,
+        prefix: String,
+    },
+}
+
+impl Source {
+    fn new(from: &Path, pipeline: &Pipeline) -> Source {
+        let text = from.to_string_lossy();
+        match text.strip_prefix("s3://") {
+            Some(location) => {
+                let (bucket, prefix) = location.split_once('/').unwrap_or((location, ""));
+                Source::S3 {
+                    client: pipeline.store.client(None),
+                    bucket: bucket.to_owned(),
+                    prefix: prefix.to_owned(),
+                }
+            }
+            None => Source::Dir(from.to_owned()),
         }
     }
-    files.sort();
-    Ok(files)
+
+    /// The `*.ndjson` files (objects), oldest name first. Listed once at the
+    /// start, so what this run writes as its own dead letters is never read
+    /// back.
+    async fn list(&self) -> anyhow::Result<Vec<String>> {
+        let mut names = Vec::new();
+        match self {
+            Source::Dir(dir) => {
+                let entries = std::fs::read_dir(dir).with_context(|| {
+                    format!("cannot list the dead-letter directory {}", dir.display())
+                })?;
+                for entry in entries {
+                    let entry = entry?;
+                    let path = entry.path();
+                    if path.extension().is_some_and(|e| e == "ndjson")
+                        && entry.file_type()?.is_file()
+                    {
+                        names.push(path.to_string_lossy().into_owned());
+                    }
+                }
+            }
+            Source::S3 {
+                client,
+                bucket,
+                prefix,
+            } => {
+                let mut pages = client
+                    .list_objects_v2()
+                    .bucket(bucket)
+                    .prefix(prefix)
+                    .into_paginator()
+                    .send();
+                while let Some(page) = pages.next().await {
+                    let page = page.map_err(|e| {
+                        anyhow::anyhow!("cannot list s3://{bucket}/{prefix}: {}", describe(&e))
+                    })?;
+                    names.extend(
+                        page.contents()
+                            .iter()
+                            .filter_map(|o| o.key())
+                            .filter(|k| k.ends_with(".ndjson"))
+                            .map(str::to_owned),
+                    );
+                }
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn describe(&self, name: &str) -> String {
+        match self {
+            Source::Dir(_) => name.to_owned(),
+            Source::S3 { bucket, .. } => format!("s3://{bucket}/{name}"),
+        }
+    }
+
+    async fn open(&self, name: &str) -> anyhow::Result<Box<dyn AsyncBufRead + Send + Unpin>> {
+        match self {
+            Source::Dir(_) => {
+                let file = tokio::fs::File::open(name)
+                    .await
+                    .with_context(|| format!("cannot open dead-letter file {name}"))?;
+                Ok(Box::new(tokio::io::BufReader::new(file)))
+            }
+            Source::S3 { client, bucket, .. } => {
+                let object = client
+                    .get_object()
+                    .bucket(bucket)
+                    .key(name)
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        anyhow::anyhow!("cannot read s3://{bucket}/{name}: {}", describe(&e))
+                    })?;
+                Ok(Box::new(object.body.into_async_read()))
+            }
+        }
+    }
+
+    async fn remove(&self, name: &str) -> anyhow::Result<()> {
+        match self {
+            Source::Dir(_) => {
+                std::fs::remove_file(name).with_context(|| format!("cannot remove {name}"))
+            }
+            Source::S3 { client, bucket, .. } => client
+                .delete_object()
+                .bucket(bucket)
+                .key(name)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| {
+                    anyhow::anyhow!("cannot remove s3://{bucket}/{name}: {}", describe(&e))
+                }),
+        }
+    }
 }
 
 /// Re-submits every dead letter in `from`; see the module comment.
 pub async fn run(pipeline: Arc<Pipeline>, from: &Path, shutdown: Shutdown) -> anyhow::Result<()> {
-    let files = dead_letter_files(from)
-        .with_context(|| format!("cannot list the dead-letter directory {}", from.display()))?;
+    let source = Source::new(from, &pipeline);
+    let files = source.list().await?;
     // A redrive holds no queue message that could come back later, so the
     // first signal stops it at once: whatever is not confirmed is kept.
     let abort_on_stop = {
@@ -124,22 +233,22 @@ pub async fn run(pipeline: Arc<Pipeline>, from: &Path, shutdown: Shutdown) -> an
         from.display()
     );
     let mut result = Ok(());
-    for path in &files {
-        let mut file = RedriveFile::new(&pipeline, path);
-        match file.run(&shutdown).await {
+    for name in &files {
+        let shown = source.describe(name);
+        let mut file = RedriveFile::new(&pipeline, &shown);
+        let reader = source.open(name).await?;
+        match file.run(reader, &shutdown).await {
             Ok(FileEnd::Done) => {
-                std::fs::remove_file(path).with_context(|| {
-                    format!(
-                        "{} was redriven but cannot be removed; its entries would be submitted again",
-                        path.display()
-                    )
+                source.remove(name).await.with_context(|| {
+                    format!("{shown} was redriven but cannot be removed; its entries would be submitted again")
                 })?;
-                tracing::info!(file = %path.display(), kept = file.kept, "redriven and removed");
+                tracing::info!(file = %shown, kept = file.kept, "redriven and removed");
             }
             Ok(FileEnd::Stopped) => {
-                std::fs::remove_file(path).with_context(|| {
-                    format!("cannot remove {} after keeping its rest", path.display())
-                })?;
+                source
+                    .remove(name)
+                    .await
+                    .with_context(|| format!("cannot remove {shown} after keeping its rest"))?;
                 result = Err(match file.fatal.take() {
                     Some(reason) => anyhow::anyhow!(
                         "the sink refused the redrive ({reason}); the entries not yet accepted stay in the dead-letter store"
@@ -170,7 +279,8 @@ enum FileEnd {
 /// The redrive of one dead-letter file.
 struct RedriveFile<'a> {
     pipeline: &'a Pipeline,
-    path: &'a Path,
+    /// The file (or object) as messages name it.
+    name: &'a str,
     /// Entries to write back verbatim, each ending in `\n`.
     keep: Vec<u8>,
     /// The raw entries of the batch being filled, kept if it is interrupted.
@@ -186,10 +296,10 @@ struct RedriveFile<'a> {
 }
 
 impl<'a> RedriveFile<'a> {
-    fn new(pipeline: &'a Pipeline, path: &'a Path) -> Self {
+    fn new(pipeline: &'a Pipeline, name: &'a str) -> Self {
         RedriveFile {
             pipeline,
-            path,
+            name,
             keep: Vec::new(),
             pending_raw: Vec::new(),
             builder: Builder::default(),
@@ -205,18 +315,18 @@ impl<'a> RedriveFile<'a> {
         &self.pipeline.delivery.stats
     }
 
-    async fn run(&mut self, shutdown: &Shutdown) -> anyhow::Result<FileEnd> {
-        let file = tokio::fs::File::open(self.path)
-            .await
-            .with_context(|| format!("cannot open dead-letter file {}", self.path.display()))?;
-        let mut reader = tokio::io::BufReader::new(file);
+    async fn run(
+        &mut self,
+        mut reader: impl AsyncBufRead + Unpin,
+        shutdown: &Shutdown,
+    ) -> anyhow::Result<FileEnd> {
         let mut raw = Vec::new();
         loop {
             raw.clear();
             let read = reader
                 .read_until(b'\n', &mut raw)
                 .await
-                .with_context(|| format!("cannot read dead-letter file {}", self.path.display()))?;
+                .with_context(|| format!("cannot read dead-letter file {}", self.name))?;
             if read == 0 {
                 break;
             }
@@ -314,7 +424,7 @@ impl<'a> RedriveFile<'a> {
             }
             // The store cannot take the rejections: leave the file in place.
             Err(e @ Undelivered::DeadLetter(_)) => {
-                bail!("redriving {}: {e}", self.path.display())
+                bail!("redriving {}: {e}", self.name)
             }
         }
     }
@@ -340,7 +450,7 @@ impl<'a> RedriveFile<'a> {
             .with_context(|| {
                 format!(
                     "cannot keep the entries of {} in the dead-letter store",
-                    self.path.display()
+                    self.name
                 )
             })?;
         self.keep.clear();
@@ -391,17 +501,25 @@ mod tests {
         );
     }
 
-    #[test]
-    fn only_ndjson_files_are_listed_in_name_order() {
+    #[tokio::test]
+    async fn only_ndjson_files_are_listed_in_name_order() {
         let dir = std::env::temp_dir().join(format!("drsink-redrive-test-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("sub.ndjson")).unwrap();
         for name in ["b.ndjson", "a.ndjson", "notes.txt"] {
             std::fs::write(dir.join(name), b"").unwrap();
         }
-        let names: Vec<_> = dead_letter_files(&dir)
+        let names: Vec<_> = Source::Dir(dir.clone())
+            .list()
+            .await
             .unwrap()
             .iter()
-            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .map(|p| {
+                Path::new(p)
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned()
+            })
             .collect();
         assert_eq!(names, ["a.ndjson", "b.ndjson"]);
         std::fs::remove_dir_all(&dir).unwrap();

@@ -137,6 +137,25 @@ def test_dead_letters_in_the_notified_bucket_do_not_loop(aws, pipeline, search, 
     assert aws.queue_depth(pipeline.queue_url) == 0
 
 
+def test_redrive_from_an_s3_dead_letter_store(aws, pipeline, search, run_drsink):
+    """Entries the sink accepts leave the store; what cannot be sent stays, in a new object."""
+    bucket = pipeline.buckets[1]
+    accepted = {"reason": "rejected by the sink: mapper_parsing_exception", "bucket": bucket, "key": "app/x.log",
+                "line": 4, "record": json.dumps({"log_id": "r-1", "@timestamp": "2026-11-21T10:00:00Z"})}
+    kept = {"reason": "not a JSON object: expected '{' at byte 0", "bucket": bucket, "key": "app/x.log",
+            "line": 5, "record": "not json"}
+    aws.put(bucket, "dl/dead-letter-1.ndjson", ndjson([accepted, kept]))
+    summary = ok(run_drsink("redrive", "--from", f"s3://{bucket}/dl/", "--es-url", search.url,
+                            "--index", f"{search.prefix}-%Y.%m.%d", "--s3-force-path-style"))
+    assert search.count_by_log_id() == {"r-1": 1}
+    assert summary["indexed"] == 1
+    stored = aws.s3.list_objects_v2(Bucket=bucket, Prefix="dl/")["Contents"]
+    assert [o["Key"] for o in stored] != ["dl/dead-letter-1.ndjson"], "the redriven object is removed"
+    remaining = [json.loads(line) for o in stored
+                 for line in aws.s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read().splitlines()]
+    assert [(e["line"], e["record"]) for e in remaining] == [(5, "not json")]
+
+
 def _closed_port_url():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
