@@ -448,13 +448,11 @@ mod tests {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_440_938_160)
     }
 
-    #[test]
-    fn signature_matches_the_aws_test_suite_post_vanilla() {
-        // aws-sig-v4-test-suite/post-vanilla: POST / to example.amazonaws.com,
-        // us-east-1, service "service", at 20150830T123600Z.
-        let client = reqwest::Client::new();
-        let mut request = client
-            .post("https://example.amazonaws.com/")
+    /// A request to the AWS SigV4 test suite's host, signed as the suite
+    /// does: us-east-1, service "service", at 20150830T123600Z.
+    fn suite_request(method: reqwest::Method) -> reqwest::Request {
+        let mut request = reqwest::Client::new()
+            .request(method, "https://example.amazonaws.com/")
             .build()
             .expect("valid request");
         sign_request(
@@ -466,6 +464,12 @@ mod tests {
             suite_time(),
         )
         .expect("signed");
+        request
+    }
+
+    #[test]
+    fn signature_matches_the_aws_test_suite_post_vanilla() {
+        let request = suite_request(reqwest::Method::POST);
         let auth = request.headers()[AUTHORIZATION].to_str().expect("ascii");
         assert_eq!(
             auth,
@@ -479,20 +483,7 @@ mod tests {
 
     #[test]
     fn signature_matches_the_aws_test_suite_get_vanilla() {
-        let client = reqwest::Client::new();
-        let mut request = client
-            .get("https://example.amazonaws.com/")
-            .build()
-            .expect("valid request");
-        sign_request(
-            &mut request,
-            &example_credentials(),
-            "us-east-1",
-            "service",
-            false,
-            suite_time(),
-        )
-        .expect("signed");
+        let request = suite_request(reqwest::Method::GET);
         let auth = request.headers()[AUTHORIZATION].to_str().expect("ascii");
         assert!(
             auth.ends_with(
