@@ -294,9 +294,9 @@ impl<'a> ObjectDecoder<'a> {
                 Err(e) => return Ok(Some(e)),
             };
             let position = Position::line(value.line);
-            if value.truncated {
+            if let Some(bytes) = value.too_long {
                 run.chunk.records += 1;
-                let reason = run.too_long(value.offset);
+                let reason = run.too_long(bytes);
                 run.dead(position, reason, None, Some(value.offset));
                 continue;
             }

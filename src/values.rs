@@ -14,8 +14,9 @@ pub struct Value<'a> {
     pub line: u64,
     /// Decompressed byte offset where the value starts.
     pub offset: u64,
-    /// The value was longer than the limit; `text` is then empty.
-    pub truncated: bool,
+    /// The value's length when it was longer than the limit; `text` is
+    /// then empty.
+    pub too_long: Option<u64>,
 }
 
 pub struct Values<R: Read> {
@@ -151,7 +152,7 @@ impl<R: Read> Values<R> {
             text: &self.value,
             line,
             offset,
-            truncated: length > self.max,
+            too_long: (length > self.max).then_some(length as u64),
         }))
     }
 }
@@ -161,14 +162,14 @@ mod tests {
     use super::*;
     use std::io::Cursor;
 
-    fn split(data: &str, max: usize) -> Vec<(String, u64, bool)> {
+    fn split(data: &str, max: usize) -> Vec<(String, u64, Option<u64>)> {
         let mut values = Values::new(Cursor::new(data.as_bytes().to_vec()), max);
         let mut out = Vec::new();
         while let Some(v) = values.next_value().unwrap() {
             out.push((
                 String::from_utf8(v.text.to_vec()).unwrap(),
                 v.line,
-                v.truncated,
+                v.too_long,
             ));
         }
         out
@@ -179,9 +180,9 @@ mod tests {
         assert_eq!(
             split("{\"a\":\"}{\\\"\"}{\"b\":[1,{}]}\n{\n  \"c\": 1\n}\n", 100),
             vec![
-                ("{\"a\":\"}{\\\"\"}".into(), 1, false),
-                ("{\"b\":[1,{}]}".into(), 1, false),
-                ("{\n  \"c\": 1\n}".into(), 2, false),
+                ("{\"a\":\"}{\\\"\"}".into(), 1, None),
+                ("{\"b\":[1,{}]}".into(), 1, None),
+                ("{\n  \"c\": 1\n}".into(), 2, None),
             ]
         );
     }
@@ -190,10 +191,7 @@ mod tests {
     fn top_level_array_elements() {
         assert_eq!(
             split("[ {\"a\":1},\n {\"b\":2} ]\n", 100),
-            vec![
-                ("{\"a\":1}".into(), 1, false),
-                ("{\"b\":2}".into(), 2, false)
-            ]
+            vec![("{\"a\":1}".into(), 1, None), ("{\"b\":2}".into(), 2, None)]
         );
     }
 
@@ -202,10 +200,10 @@ mod tests {
         assert_eq!(
             split("oops{\"a\":1}\nbad line\n{\"b\":2}", 100),
             vec![
-                ("oops".into(), 1, false),
-                ("{\"a\":1}".into(), 1, false),
-                ("bad line".into(), 2, false),
-                ("{\"b\":2}".into(), 3, false),
+                ("oops".into(), 1, None),
+                ("{\"a\":1}".into(), 1, None),
+                ("bad line".into(), 2, None),
+                ("{\"b\":2}".into(), 3, None),
             ]
         );
     }
@@ -213,7 +211,7 @@ mod tests {
     #[test]
     fn long_values_are_cut_and_flagged() {
         let out = split("{\"a\":\"0123456789\"}{\"b\":1}", 8);
-        assert_eq!(out[0], ("".into(), 1, true));
-        assert_eq!(out[1], ("{\"b\":1}".into(), 1, false));
+        assert_eq!(out[0], ("".into(), 1, Some(18)));
+        assert_eq!(out[1], ("{\"b\":1}".into(), 1, None));
     }
 }
