@@ -86,15 +86,7 @@ async fn run_backfill(
         via_queue: args.via_queue,
         region: aws.region().map(|r| r.to_string()),
     };
-    let s3 = pipeline.store.client(None);
-    backfill::run(
-        s3,
-        aws_sdk_sqs::Client::new(aws),
-        pipeline,
-        settings,
-        shutdown,
-    )
-    .await
+    backfill::run(aws_sdk_sqs::Client::new(aws), pipeline, settings, shutdown).await
 }
 
 async fn run_worker(

@@ -38,7 +38,6 @@ pub struct Settings {
 const SQS_BATCH: usize = 10;
 
 pub async fn run(
-    s3: aws_sdk_s3::Client,
     sqs: aws_sdk_sqs::Client,
     pipeline: Arc<Pipeline>,
     settings: Settings,
@@ -64,6 +63,7 @@ pub async fn run(
 
     let (tx, mut rx) = mpsc::channel::<Listed>(1024);
     let selection = settings.selection.clone();
+    let s3 = pipeline.store.client(None);
     let mut listing = tokio::spawn(async move { listing::list(&s3, &selection, tx).await });
 
     let mut queue_batch = Vec::new();
