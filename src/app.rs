@@ -216,6 +216,7 @@ async fn build_pipeline(
             id_fields: &args.id_fields,
             level_field: &args.level_field,
             min_level: args.min_level,
+            fingerprint: args.fingerprint,
         }),
         delivery: Delivery {
             sink,

@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use crate::decode::Format;
+pub use crate::fingerprint::Scheme;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -181,6 +182,11 @@ pub struct PipelineArgs {
     /// (comma-separated); default: the whole line.
     #[arg(long, env = "DRSINK_ID_FIELDS", value_delimiter = ',')]
     pub id_fields: Vec<String>,
+
+    /// How the fingerprint of a record without `log_id` is computed. Every
+    /// worker of a fleet, in both regions, must use the same scheme.
+    #[arg(long, env = "DRSINK_FINGERPRINT", value_enum, default_value_t = Scheme::Xxh3)]
+    pub fingerprint: Scheme,
 
     /// Object format; `auto` detects it per object from its first bytes.
     #[arg(long, env = "DRSINK_FORMAT", value_enum, default_value_t = Format::Auto)]

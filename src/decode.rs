@@ -381,6 +381,7 @@ mod tests {
             id_fields: &[],
             level_field: "level",
             min_level: None,
+            fingerprint: Default::default(),
         });
         let decoder = ObjectDecoder {
             parser: &parser,

@@ -18,6 +18,7 @@ pub mod dead_letter;
 pub mod decode;
 pub mod decompress;
 pub mod delivery;
+pub mod fingerprint;
 pub mod json_scan;
 pub mod ledger;
 pub mod lines;

@@ -13,15 +13,9 @@ use std::borrow::Cow;
 use chrono::{DateTime, SecondsFormat};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use sha1::{Digest, Sha1};
-use uuid::Uuid;
 
+use crate::fingerprint::Scheme;
 use crate::json_scan::{decode_string, scan_object, ScanError};
-
-/// Namespace of drsink's content fingerprints (UUID v5). Changing it would
-/// change every generated log_id and break deduplication against data
-/// already indexed.
-const FINGERPRINT_NAMESPACE: Uuid = Uuid::from_u128(0x6d2f_1c4e_8a4b_5d7e_9f10_2b3c_4d5e_6f70);
 
 /// Where a record lies in its object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +107,7 @@ pub struct RecordParser {
     wanted: Vec<Vec<u8>>,
     id_fields: usize,
     min_level: Option<usize>,
+    fingerprint: Scheme,
 }
 
 const LOG_ID: usize = 0;
@@ -134,6 +129,7 @@ pub struct ParserOptions<'a> {
     pub level_field: &'a str,
     /// Records below this level (a `level_rank`) are filtered out.
     pub min_level: Option<usize>,
+    pub fingerprint: Scheme,
 }
 
 impl RecordParser {
@@ -158,6 +154,7 @@ impl RecordParser {
             wanted,
             id_fields: options.id_fields.len(),
             min_level: options.min_level,
+            fingerprint: options.fingerprint,
         }
     }
 
@@ -258,16 +255,15 @@ impl RecordParser {
 
     /// The `_id` a record's own `log_id` gives: a string, or a number as
     /// written. A string too long for an `_id` (Elasticsearch allows 512
-    /// bytes) is replaced by a UUID v5 of it, the same in either region's
-    /// copy. Anything else (null, a boolean, an object, an empty string) is
+    /// bytes) is replaced by a fingerprint of it, the same in either
+    /// region's copy. Anything else (null, a boolean, an object, an empty string) is
     /// no id: the record gets a fingerprint instead.
     fn given_id<'a>(&self, raw: &'a [u8]) -> Option<Cow<'a, str>> {
         match decode_string(raw) {
             Some(id) if id.is_empty() => None,
-            Some(id) if id.len() > MAX_ID_BYTES => Some(Cow::Owned(uuid_v5(|h| {
-                h.update(b"log_id\0");
-                h.update(id.as_bytes());
-            }))),
+            Some(id) if id.len() > MAX_ID_BYTES => Some(Cow::Owned(
+                self.fingerprint.id(&[b"log_id\0", id.as_bytes()]),
+            )),
             Some(id) => Some(id),
             None if raw
                 .first()
@@ -490,43 +486,24 @@ impl RecordParser {
         })
     }
 
-    /// A UUID v5 of the record's content only, so the copy of a line read
-    /// from the other region's object gets the same id.
+    /// A fingerprint of the record's content only (the whole text, or the
+    /// `--id-fields`), so the copy of a line read from the other region's
+    /// object gets the same id.
     fn fingerprint(&self, text: &[u8], fields: &[Option<&[u8]>]) -> String {
-        uuid_v5(|hasher| {
-            if fields.is_empty() {
-                hasher.update(text);
-            } else {
-                for (name, value) in self.wanted[ID_FIELDS..].iter().zip(fields) {
-                    hasher.update(name);
-                    hasher.update([0]);
-                    // A missing field differs from every JSON value.
-                    hasher.update(value.unwrap_or(b"\x01"));
-                    hasher.update([0]);
-                }
-            }
-        })
+        if fields.is_empty() {
+            return self.fingerprint.id(&[text]);
+        }
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(fields.len() * 4);
+        for (name, value) in self.wanted[ID_FIELDS..].iter().zip(fields) {
+            // A missing field differs from every JSON value.
+            parts.extend([name.as_slice(), b"\0", value.unwrap_or(b"\x01"), b"\0"]);
+        }
+        self.fingerprint.id(&parts)
     }
 }
 
 /// Longest `_id` Elasticsearch and OpenSearch accept, in bytes.
 const MAX_ID_BYTES: usize = 512;
-
-/// A UUID v5 in drsink's namespace of what `feed` hashes.
-fn uuid_v5(feed: impl FnOnce(&mut Sha1)) -> String {
-    let mut hasher = Sha1::new();
-    hasher.update(FINGERPRINT_NAMESPACE.as_bytes());
-    feed(&mut hasher);
-    let digest: [u8; 20] = hasher.finalize().into();
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    uuid::Builder::from_sha1_bytes(bytes)
-        .into_uuid()
-        .hyphenated()
-        .encode_lower(&mut text)
-        .to_owned()
-}
 
 /// A bulk request holds one document per line. In valid JSON a line break
 /// can only be whitespace between tokens, so it can become a space.
@@ -569,6 +546,7 @@ mod tests {
             id_fields,
             level_field: "level",
             min_level: min_level.and_then(level_rank),
+            fingerprint: Scheme::default(),
         })
     }
 
@@ -617,7 +595,7 @@ mod tests {
     }
 
     #[test]
-    fn fingerprint_depends_on_content_only_and_is_a_uuid_v5() {
+    fn fingerprint_depends_on_content_only() {
         let p = parser();
         let a = one(p.parse(br#"{"msg":"x"}"#, at(1)).unwrap());
         let b = one(p.parse(b"  {\"msg\":\"x\"}\r", at(9)).unwrap());
@@ -625,7 +603,7 @@ mod tests {
         assert!(a.id_generated);
         assert_eq!(a.log_id, b.log_id);
         assert_ne!(a.log_id, c.log_id);
-        assert_eq!(Uuid::parse_str(&a.log_id).unwrap().get_version_num(), 5);
+        assert_eq!(a.log_id, Scheme::default().id(&[br#"{"msg":"x"}"#]));
     }
 
     #[test]
@@ -760,12 +738,12 @@ mod tests {
         let (null_id, generated) = id(br#"{"log_id":null,"m":1}"#);
         assert!(!generated, "the record keeps its own log_id field");
         assert_ne!(null_id, id(br#"{"log_id":null,"m":2}"#).0);
-        assert!(Uuid::parse_str(&id(br#"{"log_id":{"a":"b"}}"#).0).is_ok());
+        assert!(uuid::Uuid::parse_str(&id(br#"{"log_id":{"a":"b"}}"#).0).is_ok());
         let long = format!(r#"{{"log_id":"{}"}}"#, "x".repeat(600));
         let (long_id, generated) = id(long.as_bytes());
         assert!(!generated);
         assert_eq!(long_id, id(long.as_bytes()).0);
-        assert!(Uuid::parse_str(&long_id).is_ok());
+        assert!(uuid::Uuid::parse_str(&long_id).is_ok());
     }
 
     #[test]

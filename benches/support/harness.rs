@@ -54,6 +54,7 @@ impl Ctx {
                 id_fields: &[],
                 level_field: "level",
                 min_level: None,
+                fingerprint: Default::default(),
             }),
             sink: Elasticsearch::new(
                 "http://127.0.0.1:9200",

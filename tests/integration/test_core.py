@@ -9,6 +9,7 @@ import socket
 import uuid
 
 import pytest
+import xxhash
 
 from harness import FIXTURES, dead_letters, gz, ndjson, ok, unique
 
@@ -73,6 +74,30 @@ def test_records_without_log_id_get_content_fingerprint(aws, pipeline, search, r
     assert (summary["indexed"], summary["duplicates"]) == (0, 8)
     assert sorted(d["_id"] for d in search.docs()) == sorted(d["_id"] for d in docs)
     assert aws.queue_depth(pipeline.queue_url) == 0
+
+
+def fingerprint(scheme: str, text: bytes) -> str:
+    """The documented fingerprint of `text`, computed independently of drsink."""
+    namespace = uuid.UUID(int=0x6D2F1C4E8A4B5D7E9F102B3C4D5E6F70)
+    if scheme == "sha1":
+        return str(uuid.uuid5(namespace, text.decode()))
+    digest = bytearray(xxhash.xxh3_128_digest(text, seed=namespace.int & (2**64 - 1)))
+    digest[6] = digest[6] & 0x0F | 0x80  # version 8
+    digest[8] = digest[8] & 0x3F | 0x80  # RFC 9562 variant
+    return str(uuid.UUID(bytes=bytes(digest)))
+
+
+@pytest.mark.parametrize("scheme", ["xxh3", "sha1"])
+def test_fingerprints_are_the_documented_ids(scheme, aws, pipeline, search, run_worker):
+    """The id of a record without log_id is a pure function of its trimmed line and the
+    scheme: what the other region's copy, or a later drsink, must reproduce."""
+    lines = [b'{"message":"one","n":1}', b'  {"message":"two \\u00e9","n":2}\t', '{"message":"drei ü","n":3}'.encode()]
+    aws.put(pipeline.buckets[0], "fp/schemes.ndjson", b"\n".join(lines) + b"\n")
+    flags = () if scheme == "xxh3" else ("--fingerprint", scheme)
+    summary = ok(run_worker(pipeline.queue_url, *flags))
+    assert (summary["records"], summary["indexed"]) == (3, 3)
+    ids = {d["_source"]["n"]: d["_id"] for d in search.docs()}
+    assert ids == {i + 1: fingerprint(scheme, line.strip()) for i, line in enumerate(lines)}
 
 
 def test_index_routed_by_event_time(aws, pipeline, search, run_worker):
