@@ -36,5 +36,6 @@ pub mod routing;
 pub mod setup;
 pub mod sink;
 pub mod stats;
+pub mod timestamp;
 pub mod values;
 pub mod worker;

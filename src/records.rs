@@ -16,6 +16,7 @@ use serde_json::value::RawValue;
 
 use crate::fingerprint::Scheme;
 use crate::json_scan::{decode_string, scan_object, ScanError};
+use crate::timestamp;
 
 /// Where a record lies in its object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -246,7 +247,7 @@ impl RecordParser {
         Ok(Parsed::One(Record {
             log_id,
             id_generated,
-            timestamp_ms: field(TIMESTAMP).and_then(parse_timestamp),
+            timestamp_ms: field(TIMESTAMP).and_then(timestamp::parse),
             json: one_line(text),
             position,
             has_origin: field(ORIGIN).is_some(),
@@ -479,7 +480,7 @@ impl RecordParser {
         Ok(Record {
             log_id: Cow::Owned(log_id),
             id_generated: false,
-            timestamp_ms: own_timestamp.or(time).and_then(parse_timestamp),
+            timestamp_ms: own_timestamp.or(time).and_then(timestamp::parse),
             json: Cow::Owned(one_line(&json).into_owned()),
             position,
             has_origin: false,
@@ -516,24 +517,6 @@ fn one_line(text: &[u8]) -> Cow<'_, [u8]> {
             .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b })
             .collect(),
     )
-}
-
-/// RFC 3339 text, or epoch milliseconds as a JSON number.
-fn parse_timestamp(raw: &[u8]) -> Option<i64> {
-    if let Some(text) = decode_string(raw) {
-        return DateTime::parse_from_rfc3339(&text)
-            .ok()
-            .map(|t| t.timestamp_millis());
-    }
-    let text = std::str::from_utf8(raw).ok()?;
-    match text.parse::<i64>() {
-        Ok(ms) => Some(ms),
-        Err(_) => text
-            .parse::<f64>()
-            .ok()
-            .filter(|ms| ms.is_finite() && ms.abs() < 1e17)
-            .map(|ms| ms as i64),
-    }
 }
 
 #[cfg(test)]
