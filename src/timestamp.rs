@@ -202,6 +202,9 @@ mod tests {
                 "{text}"
             );
         }
-        assert!(fast_hits > 50_000, "only {fast_hits} inputs took the fast path");
+        assert!(
+            fast_hits > 50_000,
+            "only {fast_hits} inputs took the fast path"
+        );
     }
 }

@@ -122,10 +122,8 @@ pub fn decode_to_bulk_from(ctx: &Ctx, input: impl Read) -> Decoded {
 /// inflate, split lines, check UTF-8, and copy each line into a bulk body
 /// behind a fixed action line; nothing is parsed, hashed or routed.
 pub fn floor(gz: &[u8]) -> u64 {
-    let mut reader = std::io::BufReader::with_capacity(
-        SINK_BUFFER,
-        flate2::bufread::MultiGzDecoder::new(gz),
-    );
+    let mut reader =
+        std::io::BufReader::with_capacity(SINK_BUFFER, flate2::bufread::MultiGzDecoder::new(gz));
     let mut body: Vec<u8> = Vec::with_capacity(6 << 20);
     let mut records = 0;
     let mut partial: Vec<u8> = Vec::new();
