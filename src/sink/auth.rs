@@ -148,6 +148,11 @@ pub struct EsConnection {
 }
 
 impl EsConnection {
+    /// Whether a client certificate (`--es-client-cert`) is presented.
+    pub fn has_client_certificate(&self) -> bool {
+        self.identity.is_some()
+    }
+
     pub fn from_args(args: &EsAuthArgs, aws: &aws_config::SdkConfig) -> Result<Self, String> {
         let schemes = [
             args.es_username.is_some() || args.es_password.is_some(),

@@ -338,7 +338,19 @@ impl Sink for Elasticsearch {
         let response = self
             .execute(self.client.get(self.base.clone()))
             .await
-            .map_err(|e| format!("cannot reach {}: {e}", self.describe()))?;
+            .map_err(|e| {
+                // With TLS 1.3 a server that demands a client certificate
+                // rejects it after the handshake, so the client may only
+                // see the connection close.
+                let hint = if self.base.scheme() == "https"
+                    && !self.connection.has_client_certificate()
+                {
+                    " (if the server requires a TLS client certificate, pass --es-client-cert and --es-client-key)"
+                } else {
+                    ""
+                };
+                format!("cannot reach {}: {e}{hint}", self.describe())
+            })?;
         match response.status().as_u16() {
             200..=299 => Ok(()),
             status => Err(format!(
