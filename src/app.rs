@@ -217,6 +217,7 @@ async fn build_pipeline(
             level_field: &args.level_field,
             min_level: args.min_level,
             fingerprint: args.fingerprint,
+            skim: sink.parses_each_document(),
         }),
         delivery: Delivery {
             sink,

@@ -382,6 +382,7 @@ mod tests {
             level_field: "level",
             min_level: None,
             fingerprint: Default::default(),
+            skim: true,
         });
         let decoder = ObjectDecoder {
             parser: &parser,

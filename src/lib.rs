@@ -20,6 +20,7 @@ pub mod decompress;
 pub mod delivery;
 pub mod fingerprint;
 pub mod json_scan;
+pub mod json_skim;
 pub mod ledger;
 pub mod lines;
 pub mod listing;

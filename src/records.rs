@@ -16,6 +16,7 @@ use serde_json::value::RawValue;
 
 use crate::fingerprint::Scheme;
 use crate::json_scan::{decode_string, scan_object, ScanError};
+use crate::json_skim::{skim_object, Skim, Wanted};
 use crate::timestamp;
 
 /// Where a record lies in its object.
@@ -106,9 +107,14 @@ pub struct RecordParser {
     timestamp_field: String,
     /// The top-level keys located in every record; see the indices below.
     wanted: Vec<Vec<u8>>,
+    /// The keys `parse` looks for, in the order of its `found` slots:
+    /// without the level fields, and with them (when filtering).
+    plain: Wanted,
+    leveled: Wanted,
     id_fields: usize,
     min_level: Option<usize>,
     fingerprint: Scheme,
+    skim: bool,
 }
 
 const LOG_ID: usize = 0;
@@ -131,6 +137,10 @@ pub struct ParserOptions<'a> {
     /// Records below this level (a `level_rank`) are filtered out.
     pub min_level: Option<usize>,
     pub fingerprint: Scheme,
+    /// Only skim each record's structure (`json_skim`) instead of checking
+    /// its whole grammar: right for a sink whose server parses every
+    /// document on its own and rejects a malformed one alone.
+    pub skim: bool,
 }
 
 impl RecordParser {
@@ -150,12 +160,24 @@ impl RecordParser {
         .map(|k| k.as_bytes().to_vec())
         .collect();
         wanted.extend(options.id_fields.iter().map(|f| f.as_bytes().to_vec()));
+        let looked_for = |count: usize| {
+            Wanted::new(
+                wanted[..count]
+                    .iter()
+                    .chain(&wanted[ID_FIELDS..])
+                    .cloned()
+                    .collect(),
+            )
+        };
         RecordParser {
             timestamp_field: options.timestamp_field.to_owned(),
+            plain: looked_for(LEVEL),
+            leveled: looked_for(ID_FIELDS),
             wanted,
             id_fields: options.id_fields.len(),
             min_level: options.min_level,
             fingerprint: options.fingerprint,
+            skim: options.skim,
         }
     }
 
@@ -165,34 +187,35 @@ impl RecordParser {
         if text.is_empty() {
             return Ok(Parsed::Blank);
         }
-        simdutf8::compat::from_utf8(text).map_err(|e| RecordError::NotUtf8(e.valid_up_to()))?;
-
         // Level fields are looked for only when filtering, since every
         // wanted key costs a comparison per key of every record.
-        let wanted_count = if self.min_level.is_some() {
-            ID_FIELDS
-        } else {
-            LEVEL
+        let (keys, wanted_count) = match self.min_level {
+            Some(_) => (&self.leveled, ID_FIELDS),
+            None => (&self.plain, LEVEL),
         };
+        let count = keys.keys().len();
         // On the stack: two heap allocations per record cost more than
         // the key comparisons (see BENCHMARKS.md).
-        let keys = self.wanted[..wanted_count]
-            .iter()
-            .chain(&self.wanted[ID_FIELDS..]);
-        let count = wanted_count + (self.wanted.len() - ID_FIELDS);
-        let (mut wanted_buf, mut found_buf) = ([&[][..]; INLINE_KEYS], [None; INLINE_KEYS]);
-        let (wanted_vec, mut found_vec): (Vec<&[u8]>, Vec<Option<&[u8]>>);
-        let (wanted, found): (&[&[u8]], &mut [Option<&[u8]>]) = if count <= INLINE_KEYS {
-            for (w, k) in wanted_buf.iter_mut().zip(keys) {
-                *w = k;
-            }
-            (&wanted_buf[..count], &mut found_buf[..count])
+        let mut found_buf = [None; INLINE_KEYS];
+        let mut found_vec: Vec<Option<&[u8]>>;
+        let found: &mut [Option<&[u8]>] = if count <= INLINE_KEYS {
+            &mut found_buf[..count]
         } else {
-            wanted_vec = keys.map(Vec::as_slice).collect();
             found_vec = vec![None; count];
-            (&wanted_vec, &mut found_vec)
+            &mut found_vec
         };
-        scan_object(text, wanted, found).map_err(RecordError::NotObject)?;
+        let skimmed = match self.skim {
+            true => skim_object(text, keys, found),
+            false => Skim::Unsure,
+        };
+        match skimmed {
+            Skim::Found { ascii: true } => {}
+            Skim::Found { ascii: false } => check_utf8(text)?,
+            Skim::Unsure => {
+                check_utf8(text)?;
+                scan(text, keys.keys(), found).map_err(RecordError::NotObject)?;
+            }
+        }
         let found = &*found;
         let field = |index: usize| -> Option<&'a [u8]> {
             match index {
@@ -503,6 +526,32 @@ impl RecordParser {
     }
 }
 
+fn check_utf8(text: &[u8]) -> Result<(), RecordError> {
+    simdutf8::compat::from_utf8(text)
+        .map(drop)
+        .map_err(|e| RecordError::NotUtf8(e.valid_up_to()))
+}
+
+/// `scan_object` with the keys as slices, on the stack for the usual few.
+fn scan<'a>(
+    text: &'a [u8],
+    keys: &[Vec<u8>],
+    found: &mut [Option<&'a [u8]>],
+) -> Result<(), ScanError> {
+    let mut inline = [&[][..]; INLINE_KEYS];
+    let many: Vec<&[u8]>;
+    let wanted: &[&[u8]] = if keys.len() <= INLINE_KEYS {
+        for (slot, key) in inline.iter_mut().zip(keys) {
+            *slot = key;
+        }
+        &inline[..keys.len()]
+    } else {
+        many = keys.iter().map(Vec::as_slice).collect();
+        &many
+    };
+    scan_object(text, wanted, found)
+}
+
 /// Longest `_id` Elasticsearch and OpenSearch accept, in bytes.
 const MAX_ID_BYTES: usize = 512;
 
@@ -524,12 +573,17 @@ mod tests {
     use super::*;
 
     fn parser_with(id_fields: &[String], min_level: Option<&str>) -> RecordParser {
+        parser_skimming(id_fields, min_level, false)
+    }
+
+    fn parser_skimming(id_fields: &[String], min_level: Option<&str>, skim: bool) -> RecordParser {
         RecordParser::new(&ParserOptions {
             timestamp_field: "@timestamp",
             id_fields,
             level_field: "level",
             min_level: min_level.and_then(level_rank),
             fingerprint: Scheme::default(),
+            skim,
         })
     }
 
@@ -635,6 +689,46 @@ mod tests {
             p.parse(b"{\"a\":\"\xff\"}", at(1)).unwrap_err(),
             RecordError::NotUtf8(6)
         );
+    }
+
+    #[test]
+    fn a_skimming_parser_leaves_bad_tokens_to_the_sink_but_not_bad_structure() {
+        let (strict, skimming) = (parser(), parser_skimming(&[], None, true));
+        let line = br#"{"log_id":"k-1","@timestamp":"2026-11-21T23:59:59Z","n":tru}"#;
+        assert!(matches!(
+            strict.parse(line, at(1)),
+            Err(RecordError::NotObject(_))
+        ));
+        let r = one(skimming.parse(line, at(1)).unwrap());
+        assert_eq!(
+            (r.log_id.as_ref(), r.timestamp_ms),
+            ("k-1", Some(1_795_305_599_000))
+        );
+        assert_eq!(&r.json[..], line);
+        // What the skim cannot vouch for gets the scanner's verdict, word for word.
+        for bad in [&b"not json"[..], br#"{"log_id":"x"#, br#"{"a":1}{"b":2}"#] {
+            assert_eq!(
+                skimming.parse(bad, at(1)).unwrap_err(),
+                strict.parse(bad, at(1)).unwrap_err()
+            );
+        }
+        assert_eq!(
+            skimming.parse(b"{\"a\":\"\xff\"}", at(1)).unwrap_err(),
+            RecordError::NotUtf8(6)
+        );
+        // The same records as the strict parser on valid input, levels included.
+        let leveled = parser_skimming(&["host".into()], Some("warn"), true);
+        let strict_leveled = parser_with(&["host".into()], Some("warn"));
+        for line in [
+            &br#"{"level":"info","host":"h"}"#[..],
+            br#"{"level":"ERROR","host":"h","m":"caf\u00e9 \"x\""}"#,
+            br#"{"log":{"level":"debug"},"host":"h"}"#,
+        ] {
+            assert_eq!(
+                format!("{:?}", leveled.parse(line, at(2)).unwrap()),
+                format!("{:?}", strict_leveled.parse(line, at(2)).unwrap())
+            );
+        }
     }
 
     #[test]

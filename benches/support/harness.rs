@@ -55,6 +55,7 @@ impl Ctx {
                 level_field: "level",
                 min_level: None,
                 fingerprint: Default::default(),
+                skim: true,
             }),
             sink: Elasticsearch::new(
                 "http://127.0.0.1:9200",

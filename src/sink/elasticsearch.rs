@@ -247,6 +247,10 @@ fn classify(action: EsAction, item: &ItemResult) -> ItemOutcome {
 
 #[async_trait]
 impl Sink for Elasticsearch {
+    fn parses_each_document(&self) -> bool {
+        true
+    }
+
     fn encoder(&self, object: &ObjectRef) -> Box<dyn Encoder> {
         let mut origin = b"\"drsink\":{\"source\":".to_vec();
         write_json_str(&mut origin, &object.to_string());

@@ -61,6 +61,16 @@ pub trait Sink: Send + Sync {
     /// order of the entries.
     async fn send(&self, body: Bytes, items: usize) -> Result<Vec<ItemOutcome>, SendError>;
 
+    /// Whether the server parses every document of a request on its own and
+    /// rejects a malformed one alone (Elasticsearch's `_bulk`, one document
+    /// per line). drsink then only skims each record for the fields it
+    /// needs and leaves the rest of the grammar to the server; a sink whose
+    /// documents share one JSON stream (Splunk HEC) needs each record
+    /// checked whole, or a malformed one could swallow its neighbours.
+    fn parses_each_document(&self) -> bool {
+        false
+    }
+
     /// Checks at start that the sink can be reached, so a wrong URL fails
     /// fast with a clear message.
     async fn check(&self) -> Result<(), String>;

@@ -141,6 +141,34 @@ def test_invalid_lines_go_to_dead_letter(aws, pipeline, search, run_worker, dead
     assert aws.queue_depth(pipeline.queue_url) == 0
 
 
+def test_malformed_values_are_judged_by_the_cluster(aws, pipeline, search, run_worker, dead_letter_dir):
+    """drsink only skims a record's structure for the Elasticsearch sink: a line that is one
+    object but has a bad token inside goes to the cluster, which rejects it alone; it is
+    dead-lettered with the cluster's error, its line, and the document as sent."""
+    key = "bad values/app.ndjson"
+    lines = [
+        '{"log_id": "v-1", "message": "good"}',
+        '{"log_id": "v-2", "n": tru}',
+        '{"log_id": "v-3" "n": 1}',
+        '{"log_id": "v-4", "message": "raw\ttab"}',
+        '{"message": "no id", "n": [1,]}',
+        '{"log_id": "v-6", "message": "good"}',
+    ]
+    aws.put(pipeline.buckets[0], key, "\n".join(lines).encode() + b"\n")
+    summary = ok(run_worker(pipeline.queue_url))
+    assert search.count_by_log_id() == {"v-1": 1, "v-6": 1}
+    assert (summary["records"], summary["indexed"], summary["dead_lettered"]) == (6, 2, 4)
+    entries = sorted(dead_letters(dead_letter_dir), key=lambda e: e["line"])
+    assert [e["line"] for e in entries] == [2, 3, 4, 5]
+    for e, line in zip(entries, [lines[i] for i in (1, 2, 3, 4)]):
+        assert (e["bucket"], e["key"]) == (pipeline.buckets[0], key)
+        assert e["reason"].startswith("rejected by the sink"), e
+        assert e["error"], e
+        # The document as sent: drsink's fields spliced in front of the record's own bytes.
+        assert e["record"].startswith('{"drsink":') and e["record"].endswith(line[1:]), e
+    assert aws.queue_depth(pipeline.queue_url) == 0
+
+
 def test_dead_letters_in_the_notified_bucket_do_not_loop(aws, pipeline, search, worker_args, run_drsink):
     """Dead letters written to s3://<the notified bucket>/drsink-dead-letter/ raise a
     notification of their own; the worker skips it instead of reading it back."""

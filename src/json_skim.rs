@@ -1,0 +1,536 @@
+//! Structural skim of one-line JSON objects: finds a few top-level keys
+//! without checking the grammar of everything else.
+//!
+//! `json_scan::scan_object` checks every byte of a record against the JSON
+//! grammar; on 450-byte log lines that costs more than inflating them. A
+//! sink whose server parses each document on its own (Elasticsearch and
+//! OpenSearch take one document per line of a `_bulk` body and reject a
+//! malformed one per item) does not need that: it needs the values of a few
+//! top-level keys, found where the record's structure says they are, and a
+//! line that cannot disturb its neighbours. This skim gives exactly that:
+//!
+//! * the line is one object: it starts with `{`, its strings are closed, its
+//!   brackets balance, and the `}` closing the first `{` is its last byte;
+//! * every top-level key is found (a key with an escape, or a colon not right
+//!   after a key, makes the skim give up: the caller then runs the strict
+//!   scanner, which also finds the precise error of a malformed line);
+//! * the values of the wanted keys are checked as strictly as
+//!   `scan_object` checks them, so they are exactly what it would return;
+//! * whether the line is pure ASCII (the caller validates UTF-8 otherwise).
+//!
+//! The rest (commas, literals, numbers, escapes inside other strings,
+//! control characters) is left to the server's parser. On every valid JSON
+//! object the skim returns what `scan_object` returns, or gives up; the
+//! differential tests hold it to that.
+//!
+//! How: each 64-byte window of the line is classified with AVX2 into
+//! bitmasks (quotes, backslashes, colons, brackets, bytes ≥ 0x80); escaped
+//! quotes are removed, the in-string mask is a carry-less multiply (prefix
+//! XOR) of the quotes, and only the top-level colons are visited. Without
+//! AVX2 the skim gives up and the strict scanner runs.
+
+use crate::json_scan::{skip_value, skip_ws};
+
+/// What the skim learned about a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skim {
+    /// The line is one object; `found` holds the wanted keys' values.
+    Found {
+        /// No byte ≥ 0x80: the line is valid UTF-8 without further checks.
+        ascii: bool,
+    },
+    /// Something unusual (or no AVX2): use `json_scan::scan_object`.
+    Unsure,
+}
+
+/// Keys looked for, with a filter on the four bytes before a colon.
+pub struct Wanted {
+    keys: Vec<Vec<u8>>,
+    /// Bit `tail_hash(t)` set for every tail `t` (the four bytes before the
+    /// colon: a key's last three bytes and its closing quote) a wanted key
+    /// can have.
+    tails: [u64; 4],
+    /// Some wanted key is empty: every colon is a candidate.
+    every_colon: bool,
+}
+
+/// Hash of the four bytes before a colon, 0..256.
+#[inline(always)]
+fn tail_hash(tail: u32) -> usize {
+    (tail.wrapping_mul(0x9E37_79B1) >> 24) as usize
+}
+
+impl Wanted {
+    pub fn new(keys: Vec<Vec<u8>>) -> Self {
+        let mut tails = [0u64; 4];
+        let mut add = |tail: [u8; 4]| {
+            let h = tail_hash(u32::from_le_bytes(tail));
+            tails[h / 64] |= 1 << (h % 64);
+        };
+        for key in &keys {
+            match key.len() {
+                0 => {}
+                // `X"k"`: X is whatever precedes the opening quote.
+                1 => {
+                    for before in [b'{', b',', b' ', b'\t', b'\n', b'\r'] {
+                        add([before, b'"', key[0], b'"']);
+                    }
+                }
+                2 => add([b'"', key[0], key[1], b'"']),
+                n => add([key[n - 3], key[n - 2], key[n - 1], b'"']),
+            }
+        }
+        Wanted {
+            every_colon: keys.iter().any(|k| k.is_empty()),
+            keys,
+            tails,
+        }
+    }
+
+    /// The keys, in the order of `found`.
+    pub fn keys(&self) -> &[Vec<u8>] {
+        &self.keys
+    }
+
+    /// Whether the key ending right before `text[colon]` may be wanted.
+    #[inline(always)]
+    fn may_end_at(&self, text: &[u8], colon: usize) -> bool {
+        // A colon after a key is at byte 3 at the earliest (`{"":`).
+        let Some(tail) = text.get(colon.wrapping_sub(4)..colon) else {
+            return true;
+        };
+        let h = tail_hash(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
+        self.every_colon | (self.tails[h / 64] >> (h % 64) & 1 != 0)
+    }
+}
+
+/// Skims `text` (one line, ASCII whitespace trimmed) for the top-level keys
+/// in `wanted`; `found[i]` gets the raw value of `wanted.keys[i]` (the last
+/// one when a key repeats), as `json_scan::scan_object` would return it.
+/// After `Skim::Unsure`, `found` must be ignored.
+pub fn skim_object<'a>(text: &'a [u8], wanted: &Wanted, found: &mut [Option<&'a [u8]>]) -> Skim {
+    debug_assert_eq!(wanted.keys.len(), found.len());
+    found.iter_mut().for_each(|f| *f = None);
+    if text.len() < 2 || text[0] != b'{' {
+        return Skim::Unsure;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx512bw") && std::is_x86_feature_detected!("pclmulqdq") {
+            // SAFETY: the features the function is compiled for were just detected.
+            return unsafe { avx512::skim(text, wanted, found) };
+        }
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("pclmulqdq") {
+            // SAFETY: the features the function is compiled for were just detected.
+            return unsafe { avx2::skim(text, wanted, found) };
+        }
+    }
+    Skim::Unsure
+}
+
+/// The classes of one 64-byte window, bit i for byte i.
+#[derive(Clone, Copy)]
+struct Window {
+    quote: u64,
+    backslash: u64,
+    colon: u64,
+    /// `{` or `[`.
+    open: u64,
+    /// `}` or `]`.
+    close: u64,
+    /// Bytes >= 0x80.
+    high: u64,
+}
+
+const ODD_BITS: u64 = 0xAAAA_AAAA_AAAA_AAAA;
+
+/// State carried from one window to the next.
+#[derive(Default)]
+struct Carry {
+    /// 1 when the previous window ended with an escaping backslash.
+    escape: u64,
+    /// All ones when the previous window ended inside a string.
+    in_string: u64,
+    /// All ones when the previous window ended inside a nested container.
+    nested: u64,
+    /// The previous window's real quotes (for keys that straddle windows).
+    quotes: u64,
+    /// Carry of the escaped-string sum.
+    escaped_sum: u64,
+    /// Bit 63: the previous window's last byte closed a string with an escape.
+    escaped_close: u64,
+}
+
+/// Skims one line, window by window; `classify(base)` gives the classes of
+/// `text[base..base + 64]` (padded with spaces past the end).
+#[inline(always)]
+fn walk<'a>(
+    text: &'a [u8],
+    wanted: &Wanted,
+    found: &mut [Option<&'a [u8]>],
+    prefix_xor: impl Fn(u64) -> u64,
+    classify: impl Fn(usize) -> Window,
+) -> Skim {
+    let len = text.len();
+    let mut carry = Carry::default();
+    // Any bit set: a shape the skim does not take.
+    let mut odd = 0u64;
+    let mut high = 0u64;
+    let mut base = 0;
+    while base < len {
+        let w = classify(base);
+        high |= w.high;
+        // Bytes escaped by a backslash: the byte after an odd-length run
+        // (simdjson's branch-free formulation).
+        let potential = w.backslash & !carry.escape;
+        let series = ((potential << 1) | ODD_BITS).wrapping_sub(potential) ^ ODD_BITS;
+        let escaped = series ^ (w.backslash | carry.escape);
+        carry.escape = (series & w.backslash) >> 63;
+        let quote = w.quote & !escaped;
+        // In a string: from the opening quote up to (not including) the closing one.
+        let in_string = prefix_xor(quote) ^ carry.in_string;
+        carry.in_string = ((in_string as i64) >> 63) as u64;
+        let outside = !in_string;
+        let open = w.open & outside;
+        let close = w.close & outside;
+        // Depth parity: odd inside the object itself, even inside a nested
+        // container. Depth 3 also has odd parity, so an opening bracket
+        // that lands on odd parity (other than the object's own at byte 0)
+        // is a shape the skim leaves to the scanner.
+        let nested_parity = prefix_xor(open | close) ^ carry.nested;
+        carry.nested = ((nested_parity as i64) >> 63) as u64;
+        let root_open = u64::from(base == 0);
+        odd |= open & nested_parity & !root_open;
+        // A close on even parity closes the object: only the last byte may.
+        let last = if len - base <= 64 {
+            1u64 << (len - base - 1)
+        } else {
+            0
+        };
+        odd |= close & !nested_parity & !last;
+        if last != 0 && close & !nested_parity & last == 0 {
+            return Skim::Unsure;
+        }
+        let colons = w.colon & outside & nested_parity;
+        // Every top-level colon must follow a key's closing quote directly.
+        let after_quote = quote << 1 | carry.quotes >> 63;
+        odd |= colons & !after_quote;
+        // A key with an escape: adding the backslashes inside strings to the
+        // in-string runs carries into the closing quote of each string
+        // that has one.
+        let (sum, c1) = in_string.overflowing_add(w.backslash & in_string);
+        let (sum, c2) = sum.overflowing_add(carry.escaped_sum);
+        carry.escaped_sum = u64::from(c1 | c2);
+        let escaped_close = sum & quote & outside;
+        odd |= colons & (escaped_close << 1 | carry.escaped_close >> 63);
+        carry.escaped_close = escaped_close;
+        carry.quotes = quote;
+        // Filter first (no branch per colon), then look at what passed.
+        let mut candidates = 0u64;
+        let mut each = colons;
+        while each != 0 {
+            let at = each.trailing_zeros();
+            each &= each - 1;
+            candidates |= u64::from(wanted.may_end_at(text, base + at as usize)) << at;
+        }
+        while candidates != 0 {
+            let colon = base + candidates.trailing_zeros() as usize;
+            candidates &= candidates - 1;
+            if !take(text, colon, wanted, found) {
+                return Skim::Unsure;
+            }
+        }
+        base += 64;
+    }
+    if odd != 0 {
+        return Skim::Unsure;
+    }
+    Skim::Found { ascii: high == 0 }
+}
+
+/// Records the value after `text[colon]` for each wanted key that ends
+/// right before it; `false` when that value is malformed.
+#[inline(always)]
+fn take<'a>(text: &'a [u8], colon: usize, wanted: &Wanted, found: &mut [Option<&'a [u8]>]) -> bool {
+    let mut value = None;
+    for (w, f) in wanted.keys.iter().zip(found.iter_mut()) {
+        // `colon - 1` is the key's closing quote; no quote can be inside a
+        // key without an escape, and keys with escapes were excluded.
+        let Some(open) = colon.checked_sub(w.len() + 2) else {
+            continue;
+        };
+        if text[open] != b'"' || text[open + 1..colon - 1] != w[..] {
+            continue;
+        }
+        if value.is_none() {
+            let start = skip_ws(text, colon + 1);
+            match skip_value(text, start) {
+                Ok(end) => value = Some(&text[start..end]),
+                Err(_) => return false,
+            }
+        }
+        *f = value;
+    }
+    true
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::*;
+    use std::arch::x86_64::*;
+
+    /// Bitmask of the bytes of a 64-byte window (`lo`, `hi`) equal to `byte`.
+    #[inline(always)]
+    unsafe fn eq(lo: __m256i, hi: __m256i, byte: u8) -> u64 {
+        let b = _mm256_set1_epi8(byte as i8);
+        let l = _mm256_movemask_epi8(_mm256_cmpeq_epi8(lo, b)) as u32 as u64;
+        let h = _mm256_movemask_epi8(_mm256_cmpeq_epi8(hi, b)) as u32 as u64;
+        l | h << 32
+    }
+
+    /// Prefix XOR: bit i is the XOR of bits 0..=i.
+    #[inline(always)]
+    unsafe fn prefix_xor(bits: u64) -> u64 {
+        let product = _mm_clmulepi64_si128(_mm_set_epi64x(0, bits as i64), _mm_set1_epi8(-1), 0);
+        _mm_cvtsi128_si64(product) as u64
+    }
+
+    #[target_feature(enable = "avx2,pclmulqdq,bmi1,lzcnt,popcnt")]
+    pub(super) unsafe fn skim<'a>(
+        text: &'a [u8],
+        wanted: &Wanted,
+        found: &mut [Option<&'a [u8]>],
+    ) -> Skim {
+        let len = text.len();
+        let mut pad = [b' '; 64];
+        let tail = len & !63;
+        pad[..len - tail].copy_from_slice(&text[tail..]);
+        let case = _mm256_set1_epi8(0x20);
+        let classify = |base: usize| {
+            let p = if base + 64 <= len {
+                text.as_ptr().add(base)
+            } else {
+                pad.as_ptr()
+            };
+            let lo = _mm256_loadu_si256(p.cast());
+            let hi = _mm256_loadu_si256(p.add(32).cast());
+            // `[` and `{` (and `]`, `}`) differ only in bit 0x20.
+            let (lo_c, hi_c) = (_mm256_or_si256(lo, case), _mm256_or_si256(hi, case));
+            Window {
+                quote: eq(lo, hi, b'"'),
+                backslash: eq(lo, hi, b'\\'),
+                colon: eq(lo, hi, b':'),
+                open: eq(lo_c, hi_c, b'{'),
+                close: eq(lo_c, hi_c, b'}'),
+                high: (_mm256_movemask_epi8(lo) as u32 as u64)
+                    | (_mm256_movemask_epi8(hi) as u32 as u64) << 32,
+            }
+        };
+        walk(text, wanted, found, |b| prefix_xor(b), classify)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::*;
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx512f,avx512bw,pclmulqdq,bmi1,lzcnt,popcnt")]
+    pub(super) unsafe fn skim<'a>(
+        text: &'a [u8],
+        wanted: &Wanted,
+        found: &mut [Option<&'a [u8]>],
+    ) -> Skim {
+        let len = text.len();
+        let quote = _mm512_set1_epi8(b'"' as i8);
+        let backslash = _mm512_set1_epi8(b'\\' as i8);
+        let colon = _mm512_set1_epi8(b':' as i8);
+        let open = _mm512_set1_epi8(b'{' as i8);
+        let close = _mm512_set1_epi8(b'}' as i8);
+        let case = _mm512_set1_epi8(0x20);
+        let ones = _mm_set1_epi8(-1);
+        let classify = |base: usize| {
+            // Past the end, a masked load reads nothing and gives zeros.
+            let rest = len - base;
+            let v = if rest >= 64 {
+                _mm512_loadu_si512(text.as_ptr().add(base).cast())
+            } else {
+                _mm512_maskz_loadu_epi8((1u64 << rest) - 1, text.as_ptr().add(base).cast())
+            };
+            let c = _mm512_or_si512(v, case);
+            Window {
+                quote: _mm512_cmpeq_epi8_mask(v, quote),
+                backslash: _mm512_cmpeq_epi8_mask(v, backslash),
+                colon: _mm512_cmpeq_epi8_mask(v, colon),
+                open: _mm512_cmpeq_epi8_mask(c, open),
+                close: _mm512_cmpeq_epi8_mask(c, close),
+                high: _mm512_movepi8_mask(v),
+            }
+        };
+        let prefix_xor = |bits: u64| {
+            let product = _mm_clmulepi64_si128(_mm_set_epi64x(0, bits as i64), ones, 0);
+            _mm_cvtsi128_si64(product) as u64
+        };
+        walk(text, wanted, found, prefix_xor, classify)
+    }
+}
+
+/// Test support: the skim of every implementation this machine has, held
+/// to what `json_scan::scan_object` said of the same text. Returns whether
+/// the skim vouched for a text the scanner accepted (so a test can check
+/// that it does so often).
+#[cfg(test)]
+pub(crate) fn check_against_scan(
+    text: &[u8],
+    keys: &[&[u8]],
+    scanned: Result<(), &crate::json_scan::ScanError>,
+    scan_found: &[Option<&[u8]>],
+) -> bool {
+    let mut vouched = false;
+    let text = text.trim_ascii();
+    let wanted = Wanted::new(keys.iter().map(|k| k.to_vec()).collect());
+    for (name, skim) in implementations() {
+        let mut found = vec![None; keys.len()];
+        let skimmed = skim(text, &wanted, &mut found);
+        let input = String::from_utf8_lossy(text);
+        if let (Ok(()), Skim::Found { ascii }) = (scanned, skimmed) {
+            assert_eq!(found, scan_found, "{name}: values differ for {input}");
+            assert_eq!(ascii, text.is_ascii(), "{name}: ascii flag for {input}");
+            vouched = true;
+        }
+    }
+    vouched
+}
+
+#[cfg(test)]
+type Implementation = for<'a> fn(&'a [u8], &Wanted, &mut [Option<&'a [u8]>]) -> Skim;
+
+/// Every skim this machine can run, by name.
+#[cfg(test)]
+pub(crate) fn implementations() -> Vec<(&'static str, Implementation)> {
+    let mut all: Vec<(&'static str, Implementation)> = vec![("dispatch", skim_object)];
+    #[cfg(target_arch = "x86_64")]
+    {
+        fn checked(text: &[u8]) -> bool {
+            text.len() >= 2 && text[0] == b'{'
+        }
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("pclmulqdq") {
+            all.push(("avx2", |text, wanted, found| {
+                found.iter_mut().for_each(|f| *f = None);
+                if !checked(text) {
+                    return Skim::Unsure;
+                }
+                // SAFETY: the features were detected above.
+                unsafe { avx2::skim(text, wanted, found) }
+            }));
+        }
+        if std::is_x86_feature_detected!("avx512bw") && std::is_x86_feature_detected!("pclmulqdq") {
+            all.push(("avx512", |text, wanted, found| {
+                found.iter_mut().for_each(|f| *f = None);
+                if !checked(text) {
+                    return Skim::Unsure;
+                }
+                // SAFETY: the features were detected above.
+                unsafe { avx512::skim(text, wanted, found) }
+            }));
+        }
+    }
+    all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEYS: [&[u8]; 4] = [b"log_id", b"@timestamp", b"a", b"drsink"];
+
+    fn skims(text: &str) -> Vec<(&'static str, Skim, Vec<Option<String>>)> {
+        let wanted = Wanted::new(KEYS.iter().map(|k| k.to_vec()).collect());
+        implementations()
+            .into_iter()
+            .map(|(name, skim)| {
+                let mut found = vec![None; KEYS.len()];
+                let skimmed = skim(text.as_bytes(), &wanted, &mut found);
+                let found = found
+                    .iter()
+                    .map(|f| f.map(|v| String::from_utf8(v.to_vec()).unwrap()))
+                    .collect();
+                (name, skimmed, found)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn finds_top_level_keys_only() {
+        let text = r#"{"@timestamp":"2026-11-22T00:00:00Z","m":"a \"log_id\": x","http":{"log_id":1,"a":2},"log_id":"id-1","tags":["a","log_id"],"a":3}"#;
+        for (name, skimmed, found) in skims(text) {
+            assert_eq!(skimmed, Skim::Found { ascii: true }, "{name}");
+            let s = |v: &str| Some(v.to_owned());
+            assert_eq!(
+                found,
+                [s(r#""id-1""#), s(r#""2026-11-22T00:00:00Z""#), s("3"), None],
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn leaves_the_grammar_to_the_server() {
+        // Structurally one object: the skim takes it, the server judges it.
+        for text in [
+            r#"{"log_id":"x","n":tru}"#,
+            r#"{"log_id":"x" "n":1}"#,
+            r#"{"b":[1,],"log_id":"y"}"#,
+        ] {
+            for (name, skimmed, _) in skims(text) {
+                assert!(matches!(skimmed, Skim::Found { .. }), "{name}: {text}");
+            }
+        }
+    }
+
+    #[test]
+    fn gives_up_on_what_it_cannot_vouch_for() {
+        let cases = [
+            ("not an object", r#"["log_id"]"#),
+            ("text", "not json"),
+            ("unterminated string", r#"{"log_id":"x}"#),
+            ("unclosed object", r#"{"log_id":"x","h":{"a":1}"#),
+            ("trailing value", r#"{"log_id":"x"}{"log_id":"y"}"#),
+            ("trailing bytes", r#"{"log_id":"x"}x"#),
+            ("extra close", r#"{"log_id":"x"}}"#),
+            ("escaped key", r#"{"log\u005fid":"x"}"#),
+            (
+                "escaped key across windows",
+                &format!(r#"{{"m":"{}","lo\u0067_id":"x"}}"#, "y".repeat(60)),
+            ),
+            ("space before colon", r#"{"log_id" :"x"}"#),
+            ("depth three", r#"{"a":{"b":{"c":1}},"log_id":"x"}"#),
+            ("bad wanted value", r#"{"log_id":"x\q"}"#),
+        ];
+        for (what, text) in cases {
+            for (name, skimmed, _) in skims(text) {
+                assert_eq!(skimmed, Skim::Unsure, "{name}: {what}: {text}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_window_offset_of_keys_and_escapes() {
+        let keys: [&[u8]; 4] = KEYS;
+        for pad in 0..150 {
+            for piece in ["", r#"\""#, r"\\", r#"\\\""#, "é", "{}", "[]"] {
+                let text = format!(
+                    r#"{{"m":"{}{piece}","log_id":"i{pad}","h":{{"x":"{piece}"}},"a":{pad}}}"#,
+                    "p".repeat(pad)
+                );
+                let mut found = [None; 4];
+                let scanned = crate::json_scan::scan_object(text.as_bytes(), &keys, &mut found);
+                assert!(scanned.is_ok(), "{text}");
+                check_against_scan(text.as_bytes(), &keys, scanned.as_ref().map(|_| ()), &found);
+                for (name, skimmed, _) in skims(&text) {
+                    assert!(matches!(skimmed, Skim::Found { .. }), "{name}: {text}");
+                }
+            }
+        }
+    }
+}
