@@ -161,8 +161,13 @@ struct Carry {
     escaped_close: u64,
 }
 
+/// Windows whose top-level colons are collected before their keys are
+/// looked at: the mask arithmetic runs in a tight loop, the key lookups
+/// (loads, hashing, comparisons) in another.
+const WINDOWS_PER_PASS: usize = 16;
+
 /// Skims one line, window by window; `classify(base)` gives the classes of
-/// `text[base..base + 64]` (padded with spaces past the end).
+/// `text[base..base + 64]` (nothing past the end).
 #[inline(always)]
 fn walk<'a>(
     text: &'a [u8],
@@ -176,73 +181,73 @@ fn walk<'a>(
     // Any bit set: a shape the skim does not take.
     let mut odd = 0u64;
     let mut high = 0u64;
+    // Brackets that close the object, and opening ones at its own depth
+    // parity: exactly one of each (at the last byte and at byte 0).
+    let (mut closes_object, mut opens_on_odd) = (0u32, 0u32);
+    let mut last_closes = 0u64;
+    let mut colons = [0u64; WINDOWS_PER_PASS];
     let mut base = 0;
     while base < len {
-        let w = classify(base);
-        high |= w.high;
-        // Bytes escaped by a backslash: the byte after an odd-length run
-        // (simdjson's branch-free formulation).
-        let potential = w.backslash & !carry.escape;
-        let series = ((potential << 1) | ODD_BITS).wrapping_sub(potential) ^ ODD_BITS;
-        let escaped = series ^ (w.backslash | carry.escape);
-        carry.escape = (series & w.backslash) >> 63;
-        let quote = w.quote & !escaped;
-        // In a string: from the opening quote up to (not including) the closing one.
-        let in_string = prefix_xor(quote) ^ carry.in_string;
-        carry.in_string = ((in_string as i64) >> 63) as u64;
-        let outside = !in_string;
-        let open = w.open & outside;
-        let close = w.close & outside;
-        // Depth parity: odd inside the object itself, even inside a nested
-        // container. Depth 3 also has odd parity, so an opening bracket
-        // that lands on odd parity (other than the object's own at byte 0)
-        // is a shape the skim leaves to the scanner.
-        let nested_parity = prefix_xor(open | close) ^ carry.nested;
-        carry.nested = ((nested_parity as i64) >> 63) as u64;
-        let root_open = u64::from(base == 0);
-        odd |= open & nested_parity & !root_open;
-        // A close on even parity closes the object: only the last byte may.
-        let last = if len - base <= 64 {
-            1u64 << (len - base - 1)
-        } else {
-            0
-        };
-        odd |= close & !nested_parity & !last;
-        if last != 0 && close & !nested_parity & last == 0 {
-            return Skim::Unsure;
+        let pass_base = base;
+        let mut windows = 0;
+        while windows < WINDOWS_PER_PASS && base < len {
+            let w = classify(base);
+            high |= w.high;
+            // Bytes escaped by a backslash: the byte after an odd-length run
+            // (simdjson's branch-free formulation).
+            let potential = w.backslash & !carry.escape;
+            let series = ((potential << 1) | ODD_BITS).wrapping_sub(potential) ^ ODD_BITS;
+            let escaped = series ^ (w.backslash | carry.escape);
+            carry.escape = (series & w.backslash) >> 63;
+            let quote = w.quote & !escaped;
+            // In a string: from the opening quote up to (not including) the
+            // closing one.
+            let in_string = prefix_xor(quote) ^ carry.in_string;
+            carry.in_string = ((in_string as i64) >> 63) as u64;
+            let outside = !in_string;
+            let open = w.open & outside;
+            let close = w.close & outside;
+            // Depth parity: odd inside the object itself, even inside a
+            // nested container. Depth 3 is odd again, so an opening bracket
+            // that lands on odd parity (other than the object's own) is a
+            // shape left to the scanner.
+            let parity = prefix_xor(open | close) ^ carry.nested;
+            carry.nested = ((parity as i64) >> 63) as u64;
+            opens_on_odd += (open & parity).count_ones();
+            last_closes = close & !parity;
+            closes_object += last_closes.count_ones();
+            let top = w.colon & outside & parity;
+            // Every top-level colon must follow a key's closing quote.
+            odd |= top & !(quote << 1 | carry.quotes >> 63);
+            // A key with an escape: adding the backslashes inside strings to
+            // the in-string runs carries into the closing quote of each
+            // string that has one.
+            let (sum, c1) = in_string.overflowing_add(w.backslash & in_string);
+            let (sum, c2) = sum.overflowing_add(carry.escaped_sum);
+            carry.escaped_sum = u64::from(c1 | c2);
+            let escaped_close = sum & quote & outside;
+            odd |= top & (escaped_close << 1 | carry.escaped_close >> 63);
+            carry.escaped_close = escaped_close;
+            carry.quotes = quote;
+            colons[windows] = top;
+            windows += 1;
+            base += 64;
         }
-        let colons = w.colon & outside & nested_parity;
-        // Every top-level colon must follow a key's closing quote directly.
-        let after_quote = quote << 1 | carry.quotes >> 63;
-        odd |= colons & !after_quote;
-        // A key with an escape: adding the backslashes inside strings to the
-        // in-string runs carries into the closing quote of each string
-        // that has one.
-        let (sum, c1) = in_string.overflowing_add(w.backslash & in_string);
-        let (sum, c2) = sum.overflowing_add(carry.escaped_sum);
-        carry.escaped_sum = u64::from(c1 | c2);
-        let escaped_close = sum & quote & outside;
-        odd |= colons & (escaped_close << 1 | carry.escaped_close >> 63);
-        carry.escaped_close = escaped_close;
-        carry.quotes = quote;
-        // Filter first (no branch per colon), then look at what passed.
-        let mut candidates = 0u64;
-        let mut each = colons;
-        while each != 0 {
-            let at = each.trailing_zeros();
-            each &= each - 1;
-            candidates |= u64::from(wanted.may_end_at(text, base + at as usize)) << at;
-        }
-        while candidates != 0 {
-            let colon = base + candidates.trailing_zeros() as usize;
-            candidates &= candidates - 1;
-            if !take(text, colon, wanted, found) {
-                return Skim::Unsure;
+        for (i, &top) in colons[..windows].iter().enumerate() {
+            let window = pass_base + i * 64;
+            let mut each = top;
+            while each != 0 {
+                let colon = window + each.trailing_zeros() as usize;
+                each &= each - 1;
+                if wanted.may_end_at(text, colon) && !take(text, colon, wanted, found) {
+                    return Skim::Unsure;
+                }
             }
         }
-        base += 64;
     }
-    if odd != 0 {
+    // The object's own `}` is the last byte, and nothing else closes it.
+    let last_byte = (len - 1) % 64;
+    if odd != 0 || opens_on_odd != 1 || closes_object != 1 || last_closes >> last_byte & 1 == 0 {
         return Skim::Unsure;
     }
     Skim::Found { ascii: high == 0 }
