@@ -168,15 +168,22 @@ const WINDOWS_PER_PASS: usize = 16;
 
 /// Skims one line, window by window; `classify(base)` gives the classes of
 /// `text[base..base + 64]` (nothing past the end).
+///
+/// Depth is first told by parity (a prefix XOR of the brackets), which is
+/// exact while nothing nests deeper than one container inside the object;
+/// a deeper line (`Pass::Deeper`) is walked again with `EXACT`, which
+/// counts depth bracket by bracket.
 #[inline(always)]
-fn walk<'a>(
+fn walk<'a, const EXACT: bool>(
     text: &'a [u8],
     wanted: &Wanted,
     found: &mut [Option<&'a [u8]>],
     prefix_xor: impl Fn(u64) -> u64,
     classify: impl Fn(usize) -> Window,
-) -> Skim {
+) -> Pass {
+    found.iter_mut().for_each(|f| *f = None);
     let len = text.len();
+    let mut depth = 0usize;
     let mut carry = Carry::default();
     // Any bit set: a shape the skim does not take.
     let mut odd = 0u64;
@@ -211,12 +218,22 @@ fn walk<'a>(
             // nested container. Depth 3 is odd again, so an opening bracket
             // that lands on odd parity (other than the object's own) is a
             // shape left to the scanner.
-            let parity = prefix_xor(open | close) ^ carry.nested;
-            carry.nested = ((parity as i64) >> 63) as u64;
-            opens_on_odd += (open & parity).count_ones();
-            last_closes = close & !parity;
-            closes_object += last_closes.count_ones();
-            let top = w.colon & outside & parity;
+            let top = if EXACT {
+                let Some(top) = exact_depth(&mut depth, open, close, &mut last_closes) else {
+                    return Pass::Done(Skim::Unsure);
+                };
+                opens_on_odd += u32::from(base == 0);
+                closes_object += last_closes.count_ones();
+                top
+            } else {
+                let parity = prefix_xor(open | close) ^ carry.nested;
+                carry.nested = ((parity as i64) >> 63) as u64;
+                opens_on_odd += (open & parity).count_ones();
+                last_closes = close & !parity;
+                closes_object += last_closes.count_ones();
+                parity
+            };
+            let top = w.colon & outside & top;
             // Every top-level colon must follow a key's closing quote.
             odd |= top & !(quote << 1 | carry.quotes >> 63);
             // A key with an escape: adding the backslashes inside strings to
@@ -240,17 +257,90 @@ fn walk<'a>(
                 let colon = window + each.trailing_zeros() as usize;
                 each &= each - 1;
                 if wanted.may_end_at(text, colon) && !take(text, colon, wanted, found) {
-                    return Skim::Unsure;
+                    // By parity, a colon of a deeper container can look like a
+                    // top-level one.
+                    return match EXACT {
+                        true => Pass::Done(Skim::Unsure),
+                        false => Pass::Deeper,
+                    };
                 }
             }
         }
     }
+    if !EXACT && opens_on_odd > 1 {
+        return Pass::Deeper;
+    }
     // The object's own `}` is the last byte, and nothing else closes it.
     let last_byte = (len - 1) % 64;
     if odd != 0 || opens_on_odd != 1 || closes_object != 1 || last_closes >> last_byte & 1 == 0 {
-        return Skim::Unsure;
+        return Pass::Done(Skim::Unsure);
     }
-    Skim::Found { ascii: high == 0 }
+    Pass::Done(Skim::Found { ascii: high == 0 })
+}
+
+/// One walk of a line.
+enum Pass {
+    Done(Skim),
+    /// Something nests deeper than parity can tell: walk again, exactly.
+    Deeper,
+}
+
+/// Both walks of a line, the exact one only when the first needs it.
+#[inline(always)]
+fn skim_walks<'a>(
+    text: &'a [u8],
+    wanted: &Wanted,
+    found: &mut [Option<&'a [u8]>],
+    prefix_xor: impl Fn(u64) -> u64 + Copy,
+    classify: impl Fn(usize) -> Window + Copy,
+) -> Skim {
+    match walk::<false>(text, wanted, found, prefix_xor, classify) {
+        Pass::Done(skim) => skim,
+        Pass::Deeper => match walk::<true>(text, wanted, found, prefix_xor, classify) {
+            Pass::Done(skim) => skim,
+            Pass::Deeper => Skim::Unsure,
+        },
+    }
+}
+
+/// Depth counted at each bracket of a window (`open`, `close`: outside
+/// strings); returns the mask of the window's bytes at depth 1 and sets
+/// `closes` to the brackets that close the object. `None` when the depth
+/// goes below zero or past `json_scan::MAX_DEPTH`.
+#[inline(always)]
+fn exact_depth(depth: &mut usize, open: u64, close: u64, closes: &mut u64) -> Option<u64> {
+    let (mut top, mut from) = (0u64, 0u32);
+    let mut brackets = open | close;
+    *closes = 0;
+    while brackets != 0 {
+        let at = brackets.trailing_zeros();
+        brackets &= brackets - 1;
+        if *depth == 1 {
+            top |= below(at) & !below(from);
+        }
+        from = at + 1;
+        if open >> at & 1 != 0 {
+            *depth += 1;
+            if *depth > crate::json_scan::MAX_DEPTH {
+                return None;
+            }
+        } else {
+            *depth = depth.checked_sub(1)?;
+            if *depth == 0 {
+                *closes |= 1 << at;
+            }
+        }
+    }
+    if *depth == 1 {
+        top |= !below(from);
+    }
+    Some(top)
+}
+
+/// Bits below `n` (n <= 64).
+#[inline(always)]
+fn below(n: u32) -> u64 {
+    1u64.checked_shl(n).unwrap_or(0).wrapping_sub(1)
 }
 
 /// Records the value after `text[colon]` for each wanted key that ends
@@ -331,7 +421,7 @@ mod avx2 {
                     | (_mm256_movemask_epi8(hi) as u32 as u64) << 32,
             }
         };
-        walk(text, wanted, found, |b| prefix_xor(b), classify)
+        skim_walks(text, wanted, found, |b| prefix_xor(b), classify)
     }
 }
 
@@ -376,7 +466,7 @@ mod avx512 {
             let product = _mm_clmulepi64_si128(_mm_set_epi64x(0, bits as i64), ones, 0);
             _mm_cvtsi128_si64(product) as u64
         };
-        walk(text, wanted, found, prefix_xor, classify)
+        skim_walks(text, wanted, found, prefix_xor, classify)
     }
 }
 
@@ -480,6 +570,20 @@ mod tests {
     }
 
     #[test]
+    fn nesting_of_any_depth_is_walked_exactly() {
+        let text = r#"{"kubernetes":{"labels":{"app":"x","log_id":"no"},"a":[{"a":[1]}]},"log_id":"yes","a":{"b":{"c":{"d":1}}}}"#;
+        for (name, skimmed, found) in skims(text) {
+            assert_eq!(skimmed, Skim::Found { ascii: true }, "{name}");
+            assert_eq!(found[0].as_deref(), Some(r#""yes""#), "{name}");
+            assert_eq!(
+                found[2].as_deref(),
+                Some(r#"{"b":{"c":{"d":1}}}"#),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
     fn leaves_the_grammar_to_the_server() {
         // Structurally one object: the skim takes it, the server judges it.
         for text in [
@@ -509,7 +613,11 @@ mod tests {
                 &format!(r#"{{"m":"{}","lo\u0067_id":"x"}}"#, "y".repeat(60)),
             ),
             ("space before colon", r#"{"log_id" :"x"}"#),
-            ("depth three", r#"{"a":{"b":{"c":1}},"log_id":"x"}"#),
+            (
+                "deep and unbalanced",
+                r#"{"a":{"b":{"c":1}},"log_id":"x"}}"#,
+            ),
+            ("deep and unclosed", r#"{"a":{"b":[{"c":1}],"log_id":"x"}"#),
             ("bad wanted value", r#"{"log_id":"x\q"}"#),
         ];
         for (what, text) in cases {
