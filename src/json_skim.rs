@@ -10,7 +10,8 @@
 //! line that cannot disturb its neighbours. This skim gives exactly that:
 //!
 //! * the line is one object: it starts with `{`, its strings are closed, its
-//!   brackets balance, and the `}` closing the first `{` is its last byte;
+//!   brackets balance in number (their kinds are the server's to match),
+//!   and the `}` closing the first `{` is its last byte;
 //! * every top-level key is found (a key with an escape, or a colon not right
 //!   after a key, makes the skim give up: the caller then runs the strict
 //!   scanner, which also finds the precise error of a malformed line);
@@ -52,6 +53,10 @@ pub struct Wanted {
     tails: [u64; 4],
     /// Some wanted key is empty: every colon is a candidate.
     every_colon: bool,
+    /// Some wanted key has a byte that JSON text can only hold escaped
+    /// (`"`, `\`, a control character): the skim compares raw bytes, so
+    /// it leaves such lookups to the scanner.
+    needs_unescaping: bool,
 }
 
 /// Hash of the four bytes before a colon, 0..256.
@@ -82,6 +87,9 @@ impl Wanted {
         }
         Wanted {
             every_colon: keys.iter().any(|k| k.is_empty()),
+            needs_unescaping: keys
+                .iter()
+                .any(|k| k.iter().any(|&b| b == b'"' || b == b'\\' || b < 0x20)),
             keys,
             tails,
         }
@@ -111,21 +119,48 @@ impl Wanted {
 pub fn skim_object<'a>(text: &'a [u8], wanted: &Wanted, found: &mut [Option<&'a [u8]>]) -> Skim {
     debug_assert_eq!(wanted.keys.len(), found.len());
     found.iter_mut().for_each(|f| *f = None);
-    if text.len() < 2 || text[0] != b'{' {
-        return Skim::Unsure;
+    match implementation() {
+        Some(skim) if takes(text, wanted) => skim(text, wanted, found),
+        _ => Skim::Unsure,
     }
+}
+
+/// What every implementation assumes: the object's own brackets are the
+/// first and the last byte, and the wanted keys can be compared raw.
+fn takes(text: &[u8], wanted: &Wanted) -> bool {
+    text.len() >= 2 && text[0] == b'{' && text[text.len() - 1] == b'}' && !wanted.needs_unescaping
+}
+
+type Implementation = for<'a> fn(&'a [u8], &Wanted, &mut [Option<&'a [u8]>]) -> Skim;
+
+/// The fastest skim this processor can run, chosen once.
+fn implementation() -> Option<Implementation> {
+    static CHOSEN: std::sync::OnceLock<Option<Implementation>> = std::sync::OnceLock::new();
+    *CHOSEN.get_or_init(|| implementations().into_iter().last().map(|(_, skim)| skim))
+}
+
+/// Every skim this processor can run, slowest first, by name.
+fn implementations() -> Vec<(&'static str, Implementation)> {
+    #[allow(unused_mut)]
+    let mut all: Vec<(&'static str, Implementation)> = Vec::new();
     #[cfg(target_arch = "x86_64")]
     {
-        if std::is_x86_feature_detected!("avx512bw") && std::is_x86_feature_detected!("pclmulqdq") {
-            // SAFETY: the features the function is compiled for were just detected.
-            return unsafe { avx512::skim(text, wanted, found) };
+        use std::is_x86_feature_detected as has;
+        let scalar = has!("pclmulqdq") && has!("bmi1") && has!("lzcnt") && has!("popcnt");
+        if scalar && has!("avx2") {
+            // SAFETY: the features `avx2::skim` is compiled for were detected.
+            all.push(("avx2", |text, wanted, found| unsafe {
+                avx2::skim(text, wanted, found)
+            }));
         }
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("pclmulqdq") {
-            // SAFETY: the features the function is compiled for were just detected.
-            return unsafe { avx2::skim(text, wanted, found) };
+        if scalar && has!("avx512f") && has!("avx512bw") {
+            // SAFETY: the features `avx512::skim` is compiled for were detected.
+            all.push(("avx512", |text, wanted, found| unsafe {
+                avx512::skim(text, wanted, found)
+            }));
         }
     }
-    Skim::Unsure
+    all
 }
 
 /// The classes of one 64-byte window, bit i for byte i.
@@ -484,7 +519,7 @@ pub(crate) fn check_against_scan(
     let mut vouched = false;
     let text = text.trim_ascii();
     let wanted = Wanted::new(keys.iter().map(|k| k.to_vec()).collect());
-    for (name, skim) in implementations() {
+    for (name, skim) in every_skim() {
         let mut found = vec![None; keys.len()];
         let skimmed = skim(text, &wanted, &mut found);
         let input = String::from_utf8_lossy(text);
@@ -497,38 +532,29 @@ pub(crate) fn check_against_scan(
     vouched
 }
 
+/// Test support: the dispatch, and every implementation behind the same
+/// checks.
 #[cfg(test)]
-type Implementation = for<'a> fn(&'a [u8], &Wanted, &mut [Option<&'a [u8]>]) -> Skim;
-
-/// Every skim this machine can run, by name.
-#[cfg(test)]
-pub(crate) fn implementations() -> Vec<(&'static str, Implementation)> {
-    let mut all: Vec<(&'static str, Implementation)> = vec![("dispatch", skim_object)];
-    #[cfg(target_arch = "x86_64")]
-    {
-        fn checked(text: &[u8]) -> bool {
-            text.len() >= 2 && text[0] == b'{'
-        }
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("pclmulqdq") {
-            all.push(("avx2", |text, wanted, found| {
+#[allow(clippy::type_complexity)]
+fn every_skim() -> Vec<(
+    &'static str,
+    Box<dyn for<'a> Fn(&'a [u8], &Wanted, &mut [Option<&'a [u8]>]) -> Skim>,
+)> {
+    let mut all: Vec<(
+        _,
+        Box<dyn for<'a> Fn(&'a [u8], &Wanted, &mut [Option<&'a [u8]>]) -> Skim>,
+    )> = vec![("dispatch", Box::new(skim_object))];
+    for (name, skim) in implementations() {
+        all.push((
+            name,
+            Box::new(move |text, wanted, found| {
                 found.iter_mut().for_each(|f| *f = None);
-                if !checked(text) {
-                    return Skim::Unsure;
+                match takes(text, wanted) {
+                    true => skim(text, wanted, found),
+                    false => Skim::Unsure,
                 }
-                // SAFETY: the features were detected above.
-                unsafe { avx2::skim(text, wanted, found) }
-            }));
-        }
-        if std::is_x86_feature_detected!("avx512bw") && std::is_x86_feature_detected!("pclmulqdq") {
-            all.push(("avx512", |text, wanted, found| {
-                found.iter_mut().for_each(|f| *f = None);
-                if !checked(text) {
-                    return Skim::Unsure;
-                }
-                // SAFETY: the features were detected above.
-                unsafe { avx512::skim(text, wanted, found) }
-            }));
-        }
+            }),
+        ));
     }
     all
 }
@@ -541,7 +567,7 @@ mod tests {
 
     fn skims(text: &str) -> Vec<(&'static str, Skim, Vec<Option<String>>)> {
         let wanted = Wanted::new(KEYS.iter().map(|k| k.to_vec()).collect());
-        implementations()
+        every_skim()
             .into_iter()
             .map(|(name, skim)| {
                 let mut found = vec![None; KEYS.len()];
@@ -607,6 +633,7 @@ mod tests {
             ("trailing value", r#"{"log_id":"x"}{"log_id":"y"}"#),
             ("trailing bytes", r#"{"log_id":"x"}x"#),
             ("extra close", r#"{"log_id":"x"}}"#),
+            ("closed by a bracket", r#"{"log_id":1]"#),
             ("escaped key", r#"{"log\u005fid":"x"}"#),
             (
                 "escaped key across windows",
@@ -624,6 +651,20 @@ mod tests {
             for (name, skimmed, _) in skims(text) {
                 assert_eq!(skimmed, Skim::Unsure, "{name}: {what}: {text}");
             }
+        }
+    }
+
+    #[test]
+    fn keys_json_can_only_hold_escaped_are_left_to_the_scanner() {
+        let keys: [&[u8]; 2] = [b"log_id", br#"a","b"#];
+        let text = br#"{"x":"a","b":1,"log_id":"y"}"#;
+        let mut found = [None; 2];
+        let scanned = crate::json_scan::scan_object(text, &keys, &mut found);
+        assert_eq!(found, [Some(&br#""y""#[..]), None]);
+        check_against_scan(text, &keys, scanned.as_ref().map(|_| ()), &found);
+        let wanted = Wanted::new(keys.iter().map(|k| k.to_vec()).collect());
+        for (name, skim) in every_skim() {
+            assert_eq!(skim(text, &wanted, &mut [None; 2]), Skim::Unsure, "{name}");
         }
     }
 
