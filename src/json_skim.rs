@@ -404,6 +404,16 @@ fn take<'a>(text: &'a [u8], colon: usize, wanted: &Wanted, found: &mut [Option<&
     true
 }
 
+/// Prefix XOR: bit i is the XOR of bits 0..=i (a carry-less multiply by all
+/// ones). Callers must have `pclmulqdq`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn prefix_xor(bits: u64) -> u64 {
+    use std::arch::x86_64::*;
+    let product = _mm_clmulepi64_si128(_mm_set_epi64x(0, bits as i64), _mm_set1_epi8(-1), 0);
+    _mm_cvtsi128_si64(product) as u64
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::*;
@@ -416,13 +426,6 @@ mod avx2 {
         let l = _mm256_movemask_epi8(_mm256_cmpeq_epi8(lo, b)) as u32 as u64;
         let h = _mm256_movemask_epi8(_mm256_cmpeq_epi8(hi, b)) as u32 as u64;
         l | h << 32
-    }
-
-    /// Prefix XOR: bit i is the XOR of bits 0..=i.
-    #[inline(always)]
-    unsafe fn prefix_xor(bits: u64) -> u64 {
-        let product = _mm_clmulepi64_si128(_mm_set_epi64x(0, bits as i64), _mm_set1_epi8(-1), 0);
-        _mm_cvtsi128_si64(product) as u64
     }
 
     #[target_feature(enable = "avx2,pclmulqdq,bmi1,lzcnt,popcnt")]
@@ -478,7 +481,6 @@ mod avx512 {
         let open = _mm512_set1_epi8(b'{' as i8);
         let close = _mm512_set1_epi8(b'}' as i8);
         let case = _mm512_set1_epi8(0x20);
-        let ones = _mm_set1_epi8(-1);
         let classify = |base: usize| {
             // Past the end, a masked load reads nothing and gives zeros.
             let rest = len - base;
@@ -497,11 +499,7 @@ mod avx512 {
                 high: _mm512_movepi8_mask(v),
             }
         };
-        let prefix_xor = |bits: u64| {
-            let product = _mm_clmulepi64_si128(_mm_set_epi64x(0, bits as i64), ones, 0);
-            _mm_cvtsi128_si64(product) as u64
-        };
-        skim_walks(text, wanted, found, prefix_xor, classify)
+        skim_walks(text, wanted, found, |b| prefix_xor(b), classify)
     }
 }
 
