@@ -44,14 +44,16 @@ pub enum Skim {
     Unsure,
 }
 
-/// Keys looked for, with a filter on the four bytes before a colon.
+/// Keys looked for, found through the four bytes before a colon.
 pub struct Wanted {
     keys: Vec<Vec<u8>>,
-    /// Bit `tail_hash(t)` set for every tail `t` (the four bytes before the
-    /// colon: a key's last three bytes and its closing quote) a wanted key
-    /// can have.
-    tails: [u64; 4],
-    /// Some wanted key is empty: every colon is a candidate.
+    /// For each `tail_hash(t)` of a tail `t` (the four bytes before the
+    /// colon: a key's last three bytes and its closing quote), the index of
+    /// the one wanted key with that hash, `NO_KEY`, or `ANY_KEY` when
+    /// several share it.
+    slots: [u8; 256],
+    /// Some wanted key is empty (no tail to hash), or there are too many
+    /// keys for `slots`: every colon is checked against every key.
     every_colon: bool,
     /// Some wanted key has a byte that JSON text can only hold escaped
     /// (`"`, `\`, a control character): the skim compares raw bytes, so
@@ -65,14 +67,22 @@ fn tail_hash(tail: u32) -> usize {
     (tail.wrapping_mul(0x9E37_79B1) >> 24) as usize
 }
 
+const NO_KEY: u8 = 0xFF;
+const ANY_KEY: u8 = 0xFE;
+
 impl Wanted {
     pub fn new(keys: Vec<Vec<u8>>) -> Self {
-        let mut tails = [0u64; 4];
-        let mut add = |tail: [u8; 4]| {
-            let h = tail_hash(u32::from_le_bytes(tail));
-            tails[h / 64] |= 1 << (h % 64);
-        };
-        for key in &keys {
+        let mut slots = [NO_KEY; 256];
+        for (index, key) in keys.iter().enumerate() {
+            let index = u8::try_from(index).unwrap_or(ANY_KEY).min(ANY_KEY);
+            let mut add = |tail: [u8; 4]| {
+                let slot = &mut slots[tail_hash(u32::from_le_bytes(tail))];
+                *slot = if *slot == NO_KEY || *slot == index {
+                    index
+                } else {
+                    ANY_KEY
+                };
+            };
             match key.len() {
                 0 => {}
                 // `X"k"`: X is whatever precedes the opening quote.
@@ -86,12 +96,12 @@ impl Wanted {
             }
         }
         Wanted {
-            every_colon: keys.iter().any(|k| k.is_empty()),
+            every_colon: keys.iter().any(|k| k.is_empty()) || keys.len() >= usize::from(ANY_KEY),
             needs_unescaping: keys
                 .iter()
                 .any(|k| k.iter().any(|&b| b == b'"' || b == b'\\' || b < 0x20)),
             keys,
-            tails,
+            slots,
         }
     }
 
@@ -100,15 +110,17 @@ impl Wanted {
         &self.keys
     }
 
-    /// Whether the key ending right before `text[colon]` may be wanted.
+    /// Which wanted key may end right before `text[colon]`: an index,
+    /// `NO_KEY` or `ANY_KEY`.
     #[inline(always)]
-    fn may_end_at(&self, text: &[u8], colon: usize) -> bool {
+    fn slot_at(&self, text: &[u8], colon: usize) -> u8 {
         // A colon after a key is at byte 3 at the earliest (`{"":`).
-        let Some(tail) = text.get(colon.wrapping_sub(4)..colon) else {
-            return true;
-        };
-        let h = tail_hash(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
-        self.every_colon | (self.tails[h / 64] >> (h % 64) & 1 != 0)
+        match text.get(colon.wrapping_sub(4)..colon) {
+            Some(&[a, b, c, d]) if !self.every_colon => {
+                self.slots[tail_hash(u32::from_le_bytes([a, b, c, d]))]
+            }
+            _ => ANY_KEY,
+        }
     }
 }
 
@@ -291,7 +303,8 @@ fn walk<'a, const EXACT: bool>(
             while each != 0 {
                 let colon = window + each.trailing_zeros() as usize;
                 each &= each - 1;
-                if wanted.may_end_at(text, colon) && !take(text, colon, wanted, found) {
+                let slot = wanted.slot_at(text, colon);
+                if slot != NO_KEY && !take(text, colon, slot, wanted, found) {
                     // By parity, a colon of a deeper container can look like a
                     // top-level one.
                     return match EXACT {
@@ -379,11 +392,25 @@ fn below(n: u32) -> u64 {
 }
 
 /// Records the value after `text[colon]` for each wanted key that ends
-/// right before it; `false` when that value is malformed.
+/// right before it (only the key at `slot`, unless it is `ANY_KEY`);
+/// `false` when that value is malformed.
 #[inline(always)]
-fn take<'a>(text: &'a [u8], colon: usize, wanted: &Wanted, found: &mut [Option<&'a [u8]>]) -> bool {
+fn take<'a>(
+    text: &'a [u8],
+    colon: usize,
+    slot: u8,
+    wanted: &Wanted,
+    found: &mut [Option<&'a [u8]>],
+) -> bool {
+    let (keys, found) = match slot {
+        ANY_KEY => (&wanted.keys[..], found),
+        one => {
+            let one = usize::from(one);
+            (&wanted.keys[one..=one], &mut found[one..=one])
+        }
+    };
     let mut value = None;
-    for (w, f) in wanted.keys.iter().zip(found.iter_mut()) {
+    for (w, f) in keys.iter().zip(found.iter_mut()) {
         // `colon - 1` is the key's closing quote; no quote can be inside a
         // key without an escape, and keys with escapes were excluded.
         let Some(open) = colon.checked_sub(w.len() + 2) else {
@@ -591,6 +618,22 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    #[test]
+    fn keys_sharing_a_tail_are_all_found() {
+        // `_id"` ends both; "a" and "xa" share `"a"` after a quote or not.
+        let keys: [&[u8]; 4] = [b"log_id", b"trace_id", b"a", b"xa"];
+        let text = br#"{"trace_id":"t","xa":1,"log_id":"l","a":2,"id":3}"#;
+        let mut found = [None; 4];
+        let scanned = crate::json_scan::scan_object(text, &keys, &mut found);
+        assert_eq!(found.iter().filter(|f| f.is_some()).count(), 4);
+        assert!(check_against_scan(
+            text,
+            &keys,
+            scanned.as_ref().map(|_| ()),
+            &found
+        ));
     }
 
     #[test]
