@@ -30,6 +30,9 @@
 //! XOR) of the quotes, and only the top-level colons are visited. Without
 //! AVX2 the skim gives up and the strict scanner runs.
 
+// Without SIMD code for the processor, the skim always defers to the scanner.
+#![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+
 use crate::json_scan::{skip_value, skip_ws};
 
 /// What the skim learned about a line.
@@ -144,6 +147,12 @@ fn takes(text: &[u8], wanted: &Wanted) -> bool {
 }
 
 type Implementation = for<'a> fn(&'a [u8], &Wanted, &mut [Option<&'a [u8]>]) -> Skim;
+
+/// Whether this processor can skim at all (else `skim_object` always
+/// defers to the scanner).
+pub fn available() -> bool {
+    implementation().is_some()
+}
 
 /// The fastest skim this processor can run, chosen once.
 fn implementation() -> Option<Implementation> {
@@ -557,18 +566,18 @@ pub(crate) fn check_against_scan(
     vouched
 }
 
-/// Test support: the dispatch, and every implementation behind the same
-/// checks.
 #[cfg(test)]
-#[allow(clippy::type_complexity)]
-fn every_skim() -> Vec<(
-    &'static str,
-    Box<dyn for<'a> Fn(&'a [u8], &Wanted, &mut [Option<&'a [u8]>]) -> Skim>,
-)> {
-    let mut all: Vec<(
-        _,
-        Box<dyn for<'a> Fn(&'a [u8], &Wanted, &mut [Option<&'a [u8]>]) -> Skim>,
-    )> = vec![("dispatch", Box::new(skim_object))];
+type TestSkim = dyn for<'a> Fn(&'a [u8], &Wanted, &mut [Option<&'a [u8]>]) -> Skim;
+
+/// Test support: the dispatch, and every implementation behind the same
+/// checks (none where the processor has no SIMD skim: the dispatch then
+/// only ever defers to the scanner).
+#[cfg(test)]
+fn every_skim() -> Vec<(&'static str, Box<TestSkim>)> {
+    let mut all: Vec<(&'static str, Box<TestSkim>)> = Vec::new();
+    if available() {
+        all.push(("dispatch", Box::new(skim_object)));
+    }
     for (name, skim) in implementations() {
         all.push((
             name,

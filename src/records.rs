@@ -699,6 +699,9 @@ mod tests {
     #[test]
     fn a_skimming_parser_leaves_bad_tokens_to_the_sink_but_not_bad_structure() {
         let (strict, skimming) = (parser(), parser_skimming(&[], None, true));
+        if !crate::json_skim::available() {
+            return; // nothing skims here: every record gets the scanner's verdict
+        }
         let line = br#"{"log_id":"k-1","@timestamp":"2026-11-21T23:59:59Z","n":tru}"#;
         assert!(matches!(
             strict.parse(line, at(1)),
