@@ -24,11 +24,15 @@
 //! object the skim returns what `scan_object` returns, or gives up; the
 //! differential tests hold it to that.
 //!
-//! How: each 64-byte window of the line is classified with AVX2 into
-//! bitmasks (quotes, backslashes, colons, brackets, bytes ≥ 0x80); escaped
-//! quotes are removed, the in-string mask is a carry-less multiply (prefix
-//! XOR) of the quotes, and only the top-level colons are visited. Without
-//! AVX2 the skim gives up and the strict scanner runs.
+//! How: each 64-byte window of the line is classified with AVX-512 or AVX2
+//! (chosen once, at run time) into bitmasks: quotes, backslashes, colons,
+//! brackets, bytes ≥ 0x80. Escaped quotes are removed, the in-string mask is
+//! a carry-less multiply (prefix XOR) of the quotes, depth is told by the
+//! parity of the brackets (or counted bracket by bracket when something
+//! nests deeper than one container), and only the top-level colons are
+//! visited: a hash of the four bytes before each names the one wanted key
+//! it may end. Without those instructions (or off x86-64) the skim gives
+//! up on every line and the strict scanner runs.
 
 // Without SIMD code for the processor, the skim always defers to the scanner.
 #![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
@@ -43,7 +47,7 @@ pub enum Skim {
         /// No byte ≥ 0x80: the line is valid UTF-8 without further checks.
         ascii: bool,
     },
-    /// Something unusual (or no AVX2): use `json_scan::scan_object`.
+    /// Something unusual (or no SIMD skim here): use `json_scan::scan_object`.
     Unsure,
 }
 
