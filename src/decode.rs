@@ -271,7 +271,7 @@ impl<'a> ObjectDecoder<'a> {
             };
             let parsed = match format {
                 Format::Text => self.parser.text(text, position),
-                _ => self.parser.parse(text, position),
+                _ => self.parser.parse_line(text, position),
             };
             run.take(parsed, text, position, offset)?;
         }

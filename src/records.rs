@@ -181,8 +181,28 @@ impl RecordParser {
         }
     }
 
-    /// Parses one JSON object (a line, or a value of a JSON stream).
+    /// Parses one JSON object (a value of a JSON stream, a dead letter
+    /// being re-driven: anything that may span lines).
     pub fn parse<'a>(&self, text: &'a [u8], position: Position) -> Result<Parsed<'a>, RecordError> {
+        self.parse_text(text, position, true)
+    }
+
+    /// Parses one line of NDJSON: it holds no line break, so it is not
+    /// searched for one.
+    pub fn parse_line<'a>(
+        &self,
+        line: &'a [u8],
+        position: Position,
+    ) -> Result<Parsed<'a>, RecordError> {
+        self.parse_text(line, position, false)
+    }
+
+    fn parse_text<'a>(
+        &self,
+        text: &'a [u8],
+        position: Position,
+        may_span_lines: bool,
+    ) -> Result<Parsed<'a>, RecordError> {
         let text = text.trim_ascii();
         if text.is_empty() {
             return Ok(Parsed::Blank);
@@ -271,7 +291,10 @@ impl RecordParser {
             log_id,
             id_generated,
             timestamp_ms: field(TIMESTAMP).and_then(timestamp::parse),
-            json: one_line(text),
+            json: match may_span_lines {
+                true => one_line(text),
+                false => Cow::Borrowed(text),
+            },
             position,
             has_origin: field(ORIGIN).is_some(),
         }))
@@ -746,6 +769,16 @@ mod tests {
             .unwrap());
         assert_eq!(&r.json[..], b"{   \"a\": 1,    \"b\": \"x\" }");
         assert_eq!(r.position, at(3));
+        // A line has no line break to replace: its bytes pass as they are
+        // (a carriage return between tokens is whitespace to any parser).
+        for skim in [false, true] {
+            let line = b"{\"a\":\r1,\"log_id\":\"l\"}";
+            let r = one(parser_skimming(&[], None, skim)
+                .parse_line(line, at(4))
+                .unwrap());
+            assert!(matches!(r.json, Cow::Borrowed(_)));
+            assert_eq!((&r.json[..], r.log_id.as_ref()), (&line[..], "l"));
+        }
     }
 
     #[test]
