@@ -76,9 +76,10 @@ impl Builder {
 /// 4 KiB written (a third of the worker's CPU time went to the kernel).
 static SPARE_BODIES: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 
-/// Spare bodies kept at most: about one per object decoded at once, so
-/// little memory sits idle.
-const SPARE_BODIES_MAX: usize = 8;
+/// Spare bodies kept at most: enough for the bodies that come back while
+/// others are being filled, few enough that little memory sits idle
+/// outside the `--max-inflight-bytes` budget.
+const SPARE_BODIES_MAX: usize = 4;
 
 /// A batch body that goes back to `SPARE_BODIES` when its last `Bytes` is
 /// dropped.
