@@ -34,12 +34,18 @@ pub struct Entry {
 pub struct Builder {
     body: Vec<u8>,
     entries: Vec<Entry>,
+    /// Capacity of the last body handed out: a new body starts with it, so
+    /// it fills without reallocations.
+    capacity: usize,
 }
 
 impl Builder {
     /// Appends one entry; `encode` writes it and returns where its document
     /// starts and ends, relative to the body.
     pub fn push(&mut self, position: Position, encode: impl FnOnce(&mut Vec<u8>) -> Range<usize>) {
+        if self.body.capacity() == 0 {
+            self.body = Spare::take().unwrap_or_else(|| Vec::with_capacity(self.capacity));
+        }
         let start = self.body.len();
         let document = encode(&mut self.body);
         self.entries.push(Entry {
@@ -57,16 +63,21 @@ impl Builder {
         self.entries.is_empty()
     }
 
-    /// Hands out the batch, leaving an empty builder that writes into a
-    /// recycled body, or a new one of the same capacity.
+    /// Hands out the batch, leaving an empty builder; its next entry goes
+    /// into a recycled body, or a new one of the same capacity.
     pub fn take(&mut self) -> Batch {
-        let capacity = self.body.capacity();
-        let next = Spare::take().unwrap_or_else(|| Vec::with_capacity(capacity));
-        let body = std::mem::replace(&mut self.body, next);
+        self.capacity = self.capacity.max(self.body.capacity());
         Batch {
-            body: Bytes::from_owner(Spare(body)),
+            body: Bytes::from_owner(Spare(std::mem::take(&mut self.body))),
             entries: std::mem::take(&mut self.entries),
         }
+    }
+}
+
+impl Drop for Builder {
+    /// A body taken for a batch that never came (the object ended) is kept.
+    fn drop(&mut self) {
+        Spare::keep(std::mem::take(&mut self.body));
     }
 }
 
@@ -89,6 +100,18 @@ impl Spare {
     fn take() -> Option<Vec<u8>> {
         SPARE_BODIES.lock().ok()?.pop()
     }
+
+    fn keep(mut body: Vec<u8>) {
+        if body.capacity() == 0 {
+            return;
+        }
+        body.clear();
+        if let Ok(mut spare) = SPARE_BODIES.lock() {
+            if spare.len() < SPARE_BODIES_MAX {
+                spare.push(body);
+            }
+        }
+    }
 }
 
 impl AsRef<[u8]> for Spare {
@@ -99,13 +122,7 @@ impl AsRef<[u8]> for Spare {
 
 impl Drop for Spare {
     fn drop(&mut self) {
-        let mut body = std::mem::take(&mut self.0);
-        body.clear();
-        if let Ok(mut spare) = SPARE_BODIES.lock() {
-            if spare.len() < SPARE_BODIES_MAX {
-                spare.push(body);
-            }
-        }
+        Spare::keep(std::mem::take(&mut self.0));
     }
 }
 

@@ -137,17 +137,29 @@ impl Wanted {
 /// After `Skim::Unsure`, `found` must be ignored.
 pub fn skim_object<'a>(text: &'a [u8], wanted: &Wanted, found: &mut [Option<&'a [u8]>]) -> Skim {
     debug_assert_eq!(wanted.keys.len(), found.len());
-    found.iter_mut().for_each(|f| *f = None);
     match implementation() {
-        Some(skim) if takes(text, wanted) => skim(text, wanted, found),
-        _ => Skim::Unsure,
+        Some(skim) => skim_with(skim, text, wanted, found),
+        None => Skim::Unsure,
     }
 }
 
-/// What every implementation assumes: the object's own brackets are the
-/// first and the last byte, and the wanted keys can be compared raw.
-fn takes(text: &[u8], wanted: &Wanted) -> bool {
-    text.len() >= 2 && text[0] == b'{' && text[text.len() - 1] == b'}' && !wanted.needs_unescaping
+/// `skim` on the lines it can take: every implementation assumes that the
+/// object's own brackets are the first and the last byte, and that the
+/// wanted keys can be compared raw.
+fn skim_with<'a>(
+    skim: Implementation,
+    text: &'a [u8],
+    wanted: &Wanted,
+    found: &mut [Option<&'a [u8]>],
+) -> Skim {
+    let takes = text.len() >= 2
+        && text[0] == b'{'
+        && text[text.len() - 1] == b'}'
+        && !wanted.needs_unescaping;
+    match takes {
+        true => skim(text, wanted, found),
+        false => Skim::Unsure,
+    }
 }
 
 type Implementation = for<'a> fn(&'a [u8], &Wanted, &mut [Option<&'a [u8]>]) -> Skim;
@@ -585,13 +597,7 @@ fn every_skim() -> Vec<(&'static str, Box<TestSkim>)> {
     for (name, skim) in implementations() {
         all.push((
             name,
-            Box::new(move |text, wanted, found| {
-                found.iter_mut().for_each(|f| *f = None);
-                match takes(text, wanted) {
-                    true => skim(text, wanted, found),
-                    false => Skim::Unsure,
-                }
-            }),
+            Box::new(move |text, wanted, found| skim_with(skim, text, wanted, found)),
         ));
     }
     all

@@ -107,10 +107,12 @@ pub struct RecordParser {
     timestamp_field: String,
     /// The top-level keys located in every record; see the indices below.
     wanted: Vec<Vec<u8>>,
-    /// The keys `parse` looks for, in the order of its `found` slots:
-    /// without the level fields, and with them (when filtering).
-    plain: Wanted,
-    leveled: Wanted,
+    /// The keys `parse` looks for, in the order of its `found` slots: the
+    /// first `looked_for` of `wanted` (the level fields only when
+    /// filtering, since every wanted key costs a comparison per key of
+    /// every record), then the `--id-fields`.
+    keys: Wanted,
+    looked_for: usize,
     id_fields: usize,
     min_level: Option<usize>,
     fingerprint: Scheme,
@@ -160,19 +162,19 @@ impl RecordParser {
         .map(|k| k.as_bytes().to_vec())
         .collect();
         wanted.extend(options.id_fields.iter().map(|f| f.as_bytes().to_vec()));
-        let looked_for = |count: usize| {
-            Wanted::new(
-                wanted[..count]
-                    .iter()
-                    .chain(&wanted[ID_FIELDS..])
-                    .cloned()
-                    .collect(),
-            )
+        let looked_for = match options.min_level {
+            Some(_) => ID_FIELDS,
+            None => LEVEL,
         };
+        let keys = wanted[..looked_for]
+            .iter()
+            .chain(&wanted[ID_FIELDS..])
+            .cloned()
+            .collect();
         RecordParser {
             timestamp_field: options.timestamp_field.to_owned(),
-            plain: looked_for(LEVEL),
-            leveled: looked_for(ID_FIELDS),
+            keys: Wanted::new(keys),
+            looked_for,
             wanted,
             id_fields: options.id_fields.len(),
             min_level: options.min_level,
@@ -207,12 +209,7 @@ impl RecordParser {
         if text.is_empty() {
             return Ok(Parsed::Blank);
         }
-        // Level fields are looked for only when filtering, since every
-        // wanted key costs a comparison per key of every record.
-        let (keys, wanted_count) = match self.min_level {
-            Some(_) => (&self.leveled, ID_FIELDS),
-            None => (&self.plain, LEVEL),
-        };
+        let (keys, wanted_count) = (&self.keys, self.looked_for);
         let count = keys.keys().len();
         // On the stack: two heap allocations per record cost more than
         // the key comparisons (see BENCHMARKS.md).
@@ -224,7 +221,10 @@ impl RecordParser {
             found_vec = vec![None; count];
             &mut found_vec
         };
-        let skimmed = match self.skim {
+        // Only a line is skimmed: a text that may span lines gets its line
+        // breaks replaced below, and only the scanner rejects one inside a
+        // string (where it would otherwise be indexed as a space).
+        let skimmed = match self.skim && !may_span_lines {
             true => skim_object(text, keys, found),
             false => Skim::Unsure,
         };
@@ -730,7 +730,7 @@ mod tests {
             strict.parse(line, at(1)),
             Err(RecordError::NotObject(_))
         ));
-        let r = one(skimming.parse(line, at(1)).unwrap());
+        let r = one(skimming.parse_line(line, at(1)).unwrap());
         assert_eq!(
             (r.log_id.as_ref(), r.timestamp_ms),
             ("k-1", Some(1_795_305_599_000))
@@ -739,12 +739,12 @@ mod tests {
         // What the skim cannot vouch for gets the scanner's verdict, word for word.
         for bad in [&b"not json"[..], br#"{"log_id":"x"#, br#"{"a":1}{"b":2}"#] {
             assert_eq!(
-                skimming.parse(bad, at(1)).unwrap_err(),
+                skimming.parse_line(bad, at(1)).unwrap_err(),
                 strict.parse(bad, at(1)).unwrap_err()
             );
         }
         assert_eq!(
-            skimming.parse(b"{\"a\":\"\xff\"}", at(1)).unwrap_err(),
+            skimming.parse_line(b"{\"a\":\"\xff\"}", at(1)).unwrap_err(),
             RecordError::NotUtf8(6)
         );
         // The same records as the strict parser on valid input, levels included.
@@ -756,10 +756,17 @@ mod tests {
             br#"{"log":{"level":"debug"},"host":"h"}"#,
         ] {
             assert_eq!(
-                format!("{:?}", leveled.parse(line, at(2)).unwrap()),
+                format!("{:?}", leveled.parse_line(line, at(2)).unwrap()),
                 format!("{:?}", strict_leveled.parse(line, at(2)).unwrap())
             );
         }
+        // A text that may span lines is never only skimmed: a raw line break
+        // inside a string would become a space and pass as valid.
+        let value = b"{\"log_id\":\"v\",\n\"m\":\"two\nlines\"}";
+        assert!(matches!(
+            skimming.parse(value, at(1)),
+            Err(RecordError::NotObject(_))
+        ));
     }
 
     #[test]
