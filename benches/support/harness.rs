@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use drsink::batch::Limits;
 use drsink::cli::EsAction;
 use drsink::decode::{Format, ObjectDecoder};
+use drsink::fingerprint::Scheme;
+use drsink::json_skim::{skim_object, Skim, Wanted};
 use drsink::notification::ObjectRef;
 use drsink::records::{ParserOptions, RecordParser};
 use drsink::routing::IndexPattern;
@@ -119,10 +121,33 @@ pub fn decode_to_bulk_from(ctx: &Ctx, input: impl Read) -> Decoded {
     out
 }
 
-/// The least any decode-to-bulk path must do, as a yardstick for the ratio:
-/// inflate, split lines, check UTF-8, and copy each line into a bulk body
-/// behind a fixed action line; nothing is parsed, hashed or routed.
-pub fn floor(gz: &[u8]) -> u64 {
+/// How much of drsink's per-record work a `floor` run adds to the least
+/// any decode path does: a ladder of real pieces, to see where the time of
+/// the full path goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rung {
+    /// Inflate, split lines, check UTF-8, copy each line into a bulk body
+    /// behind a fixed action line; nothing is parsed, hashed or routed.
+    Floor,
+    /// The floor, and `json_skim` finds the parser's keys in each line.
+    Skim,
+    /// The skim, and a fingerprint for each line without a `log_id`.
+    Fingerprint,
+}
+
+/// The keys `RecordParser` looks for with the `Ctx` options, `log_id` first.
+const PARSER_KEYS: [&str; 6] = [
+    "log_id",
+    "@timestamp",
+    "Records",
+    "messageType",
+    "detail-type",
+    "drsink",
+];
+
+/// One rung of the ladder over `gz`; returns the number of records.
+pub fn floor(gz: &[u8], rung: Rung) -> u64 {
+    let wanted = Wanted::new(PARSER_KEYS.iter().map(|k| k.as_bytes().to_vec()).collect());
     let mut reader =
         std::io::BufReader::with_capacity(SINK_BUFFER, flate2::bufread::MultiGzDecoder::new(gz));
     let mut body: Vec<u8> = Vec::with_capacity(6 << 20);
@@ -141,7 +166,18 @@ pub fn floor(gz: &[u8]) -> u64 {
                 partial.extend_from_slice(&buf[start..end]);
                 &partial[..]
             };
-            assert!(simdutf8::basic::from_utf8(line).is_ok());
+            let mut ascii = false;
+            let mut found = [None; PARSER_KEYS.len()];
+            if rung != Rung::Floor {
+                match skim_object(line, &wanted, &mut found) {
+                    Skim::Found { ascii: a } => ascii = a,
+                    Skim::Unsure => panic!("generated lines are all skimmed"),
+                }
+                if rung == Rung::Fingerprint && found[0].is_none() {
+                    std::hint::black_box(Scheme::default().id(&[line]));
+                }
+            }
+            assert!(ascii || simdutf8::basic::from_utf8(line).is_ok());
             body.extend_from_slice(
                 br#"{"create":{"_index":"logs-2026.11.22","_id":"00000000-0000-0000-0000-000000000000"}}"#,
             );
@@ -167,18 +203,36 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-/// Times `rounds` interleaved runs of both paths (A B A B …, so drift and
-/// noise hit both alike) and prints MB/s, records/s and the ratio of the
-/// medians. Returns the ratio decode / gunzip (by throughput).
+/// Times `rounds` interleaved runs of gunzip, the decode path and the
+/// rungs of `floor` (A B C … A B C …, so drift and noise hit all alike) and
+/// prints MB/s, records/s, each one's cost per record over gunzip, and the
+/// ratio of the medians. Returns the ratio decode / gunzip (by throughput).
 pub fn ratio(label: &str, gz: &[u8], uncompressed: usize, rounds: usize) -> f64 {
+    const RUNGS: [(Rung, &str); 3] = [
+        (
+            Rung::Floor,
+            "(c) floor: inflate, split, UTF-8 check, copy behind a fixed action line",
+        ),
+        (
+            Rung::Skim,
+            "(d) floor + json_skim of each line (UTF-8 then checked only on non-ASCII lines)",
+        ),
+        (
+            Rung::Fingerprint,
+            "(e) (d) + XXH3 fingerprint of each line without a log_id",
+        ),
+    ];
     let ctx = Ctx::new();
     // Warm-up, and the record count.
     let produced = gunzip(gz);
     assert_eq!(produced as usize, uncompressed, "gunzip output size");
     let decoded = decode_to_bulk(&ctx, gz);
     assert_eq!(decoded.dead_letters, 0, "generated data must all be valid");
-    assert_eq!(floor(gz), decoded.records, "floor record count");
-    let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
+    for (rung, _) in RUNGS {
+        assert_eq!(floor(gz, rung), decoded.records, "{rung:?} record count");
+    }
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    let mut rungs = vec![Vec::new(); RUNGS.len()];
     for _ in 0..rounds {
         let t = Instant::now();
         std::hint::black_box(gunzip(std::hint::black_box(gz)));
@@ -186,39 +240,49 @@ pub fn ratio(label: &str, gz: &[u8], uncompressed: usize, rounds: usize) -> f64 
         let t = Instant::now();
         std::hint::black_box(decode_to_bulk(&ctx, std::hint::black_box(gz)));
         b.push(t.elapsed());
-        let t = Instant::now();
-        std::hint::black_box(floor(std::hint::black_box(gz)));
-        c.push(t.elapsed());
+        for ((rung, _), times) in RUNGS.iter().zip(&mut rungs) {
+            let t = Instant::now();
+            std::hint::black_box(floor(std::hint::black_box(gz), *rung));
+            times.push(t.elapsed());
+        }
     }
-    let (ta, tb, tc) = (median(a), median(b), median(c));
+    let (ta, tb) = (median(a).as_secs_f64(), median(b).as_secs_f64());
     let mb = uncompressed as f64 / 1e6;
-    let ratio = ta.as_secs_f64() / tb.as_secs_f64();
+    let records = decoded.records as f64;
+    let over_gunzip = |t: f64| (t - ta) / records * 1e9;
+    let ratio = ta / tb;
     println!(
         "{label}: {mb:.1} MB uncompressed ({:.1} MB gzip, {} records, {:.0} B/record avg), median of {rounds} interleaved rounds",
         gz.len() as f64 / 1e6,
         decoded.records,
-        uncompressed as f64 / decoded.records as f64,
+        uncompressed as f64 / records,
     );
     println!(
-        "  (a) gunzip          {:8.1} ms  {:7.1} MB/s  {:10.0} records/s",
-        ta.as_secs_f64() * 1e3,
-        mb / ta.as_secs_f64(),
-        decoded.records as f64 / ta.as_secs_f64()
+        "  (a) gunzip          {:8.1} ms  {:7.1} MB/s  {:10.0} records/s  ({:.0} ns/record)",
+        ta * 1e3,
+        mb / ta,
+        records / ta,
+        ta / records * 1e9
     );
     println!(
-        "  (b) decode-to-bulk  {:8.1} ms  {:7.1} MB/s  {:10.0} records/s  ({} batches, {:.1} MB of bulk bodies)",
-        tb.as_secs_f64() * 1e3,
-        mb / tb.as_secs_f64(),
-        decoded.records as f64 / tb.as_secs_f64(),
+        "  (b) decode-to-bulk  {:8.1} ms  {:7.1} MB/s  {:10.0} records/s  (+{:.0} ns/record; {} batches, {:.1} MB of bulk bodies)",
+        tb * 1e3,
+        mb / tb,
+        records / tb,
+        over_gunzip(tb),
         decoded.batches,
         decoded.body_bytes as f64 / 1e6
     );
-    println!(
-        "  (c) floor           {:8.1} ms  {:7.1} MB/s  (inflate, split, UTF-8 check, copy behind a fixed action line): c/a = {:.3}",
-        tc.as_secs_f64() * 1e3,
-        mb / tc.as_secs_f64(),
-        ta.as_secs_f64() / tc.as_secs_f64()
-    );
+    for ((_, what), times) in RUNGS.iter().zip(rungs) {
+        let t = median(times).as_secs_f64();
+        println!(
+            "  {what}: {:.1} ms, {:.1} MB/s, +{:.0} ns/record, x{:.3} of gunzip",
+            t * 1e3,
+            mb / t,
+            over_gunzip(t),
+            ta / t
+        );
+    }
     println!(
         "  ratio b/a = {ratio:.3} (target >= 0.8: {})",
         if ratio >= 0.8 { "met" } else { "NOT met" }
