@@ -11,7 +11,7 @@ use crate::batch::Limits;
 use crate::cli::{
     BackfillArgs, Command, PipelineArgs, RedriveArgs, SinkKind, WorkerArgs, DEFAULT_DEAD_LETTER,
 };
-use crate::dead_letter::DeadLetterStore;
+use crate::dead_letter::{self, DeadLetterStore};
 use crate::delivery::Delivery;
 use crate::listing::{Selection, TimeRange};
 use crate::metrics::{self, Metrics};
@@ -146,17 +146,13 @@ async fn check_sink(pipeline: &Pipeline) -> anyhow::Result<()> {
         .context("the sink is not usable")
 }
 
-/// `--dead-letter`: a directory, or `s3://bucket/prefix`.
+/// `--dead-letter`: a directory, or `s3://bucket/prefix/`.
 fn dead_letter_store(target: &Path, store: &ObjectStore) -> anyhow::Result<DeadLetterStore> {
     let text = target.to_string_lossy();
-    let Some(location) = text.strip_prefix("s3://") else {
-        return Ok(DeadLetterStore::new(target));
-    };
-    let (bucket, prefix) = location.split_once('/').unwrap_or((location, ""));
-    if bucket.is_empty() {
-        bail!("--dead-letter `{text}` names no bucket (expected s3://bucket/prefix/)");
+    match dead_letter::s3_location(&text, "--dead-letter").map_err(anyhow::Error::msg)? {
+        Some((bucket, prefix)) => Ok(DeadLetterStore::s3(store.client(None), &bucket, &prefix)),
+        None => Ok(DeadLetterStore::new(target)),
     }
-    Ok(DeadLetterStore::s3(store.client(None), bucket, prefix))
 }
 
 async fn build_pipeline(

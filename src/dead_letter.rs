@@ -105,6 +105,34 @@ impl DeadLetter {
     }
 }
 
+/// The bucket and prefix of a dead-letter location `s3://bucket/prefix/`
+/// given to `flag`; `None` for a local directory. The prefix must name a
+/// folder of its own: the worker takes every object under it for one of the
+/// store's own (and redrive re-submits and removes what it finds there), so
+/// an empty one would swallow the whole bucket, and `dl` would also match
+/// `dlogs/…`. A missing final `/` is added.
+pub fn s3_location(text: &str, flag: &str) -> Result<Option<(String, String)>, String> {
+    let Some(location) = text.strip_prefix("s3://") else {
+        return Ok(None);
+    };
+    let (bucket, prefix) = location.split_once('/').unwrap_or((location, ""));
+    if bucket.is_empty() {
+        return Err(format!(
+            "{flag} `{text}` names no bucket (expected s3://bucket/prefix/)"
+        ));
+    }
+    if prefix.trim_matches('/').is_empty() {
+        return Err(format!(
+            "{flag} `{text}` names no prefix: dead letters need a folder of their own, or every object in the bucket would be taken for one (e.g. s3://{bucket}/drsink-dead-letters/)"
+        ));
+    }
+    let prefix = match prefix.ends_with('/') {
+        true => prefix.to_owned(),
+        false => format!("{prefix}/"),
+    };
+    Ok(Some((bucket.to_owned(), prefix)))
+}
+
 /// Where dead letters are kept: a local directory, or `s3://bucket/prefix`
 /// (for example in the DR bucket, so they outlive the worker's container).
 pub struct DeadLetterStore {
@@ -266,6 +294,22 @@ fn create_file(dir: &Path) -> io::Result<File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_s3_location_needs_a_folder_of_its_own() {
+        let folder = |b: &str, p: &str| Ok(Some((b.to_owned(), p.to_owned())));
+        assert_eq!(s3_location("drsink-dead-letter", "--dead-letter"), Ok(None));
+        assert_eq!(s3_location("s3://dr/dl/", "--dead-letter"), folder("dr", "dl/"));
+        assert_eq!(s3_location("s3://dr/dl", "--dead-letter"), folder("dr", "dl/"));
+        assert_eq!(s3_location("s3://dr/a/b", "--from"), folder("dr", "a/b/"));
+        for bare in ["s3://dr", "s3://dr/", "s3://dr//"] {
+            let error = s3_location(bare, "--dead-letter").unwrap_err();
+            assert!(error.contains("names no prefix"), "{bare}: {error}");
+            assert!(error.contains("s3://dr/drsink-dead-letters/"), "{error}");
+        }
+        let error = s3_location("s3:///dl/", "--from").unwrap_err();
+        assert!(error.starts_with("--from `s3:///dl/` names no bucket"), "{error}");
+    }
 
     #[test]
     fn letters_are_appended_as_ndjson() {

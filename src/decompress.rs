@@ -73,9 +73,22 @@ impl<'a> Decoder<'a> {
         loop {
             // A stream may hand out fewer bytes than the magic in one read.
             let mut prefix = Vec::with_capacity(ZSTD_MAGIC.len());
-            (&mut reader)
+            let peek = (&mut reader)
                 .take(ZSTD_MAGIC.len() as u64)
-                .read_to_end(&mut prefix)?;
+                .read_to_end(&mut prefix);
+            if let Err(e) = peek {
+                if layers.is_empty() {
+                    return Err(e);
+                }
+                // A decompressed stream that breaks within its first bytes is
+                // a corrupt object, not a failed read: the error is handed
+                // out by the first read, as a later fault would be.
+                return Ok(Decoder {
+                    reader: Box::new(Cursor::new(prefix).chain(Broken(Some(e)))),
+                    layers,
+                    read,
+                });
+            }
             let compression = Compression::detect(&prefix);
             let peeked = BufReader::with_capacity(READ_BUFFER, Cursor::new(prefix).chain(reader));
             reader = match compression {
@@ -105,6 +118,15 @@ impl<'a> Decoder<'a> {
     /// The outermost compression, for messages.
     pub fn compression(&self) -> Compression {
         self.layers.first().copied().unwrap_or(Compression::None)
+    }
+}
+
+/// A stream that broke: its error, once.
+struct Broken(Option<io::Error>);
+
+impl Read for Broken {
+    fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+        self.0.take().map_or(Ok(0), Err)
     }
 }
 
@@ -185,6 +207,16 @@ mod tests {
             (Compression::None, b"{}\n".to_vec())
         );
         assert_eq!(decode(Vec::new()), (Compression::None, Vec::new()));
+    }
+
+    #[test]
+    fn gzip_cut_within_its_header_is_an_error_of_the_first_read() {
+        let data = gzip(&b"line\n".repeat(100));
+        let mut d = Decoder::new(Cursor::new(data[..12].to_vec())).unwrap();
+        assert_eq!(d.compression(), Compression::Gzip);
+        let mut out = Vec::new();
+        assert!(d.read_to_end(&mut out).is_err());
+        assert!(out.is_empty());
     }
 
     #[test]

@@ -21,6 +21,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 
 use crate::aws::describe;
 use crate::batch::{Batch, Builder, Limits};
+use crate::dead_letter;
 use crate::delivery::Undelivered;
 use crate::notification::ObjectRef;
 use crate::pipeline::Pipeline;
@@ -101,19 +102,18 @@ enum Source {
 }
 
 impl Source {
-    fn new(from: &Path, pipeline: &Pipeline) -> Source {
+    fn new(from: &Path, pipeline: &Pipeline) -> anyhow::Result<Source> {
         let text = from.to_string_lossy();
-        match text.strip_prefix("s3://") {
-            Some(location) => {
-                let (bucket, prefix) = location.split_once('/').unwrap_or((location, ""));
-                Source::S3 {
+        Ok(
+            match dead_letter::s3_location(&text, "--from").map_err(anyhow::Error::msg)? {
+                Some((bucket, prefix)) => Source::S3 {
                     client: pipeline.store.client(None),
-                    bucket: bucket.to_owned(),
-                    prefix: prefix.to_owned(),
-                }
-            }
-            None => Source::Dir(from.to_owned()),
-        }
+                    bucket,
+                    prefix,
+                },
+                None => Source::Dir(from.to_owned()),
+            },
+        )
     }
 
     /// The `*.ndjson` files (objects), oldest name first. Listed once at the
@@ -216,7 +216,7 @@ impl Source {
 
 /// Re-submits every dead letter in `from`; see the module comment.
 pub async fn run(pipeline: Arc<Pipeline>, from: &Path, shutdown: Shutdown) -> anyhow::Result<()> {
-    let source = Source::new(from, &pipeline);
+    let source = Source::new(from, &pipeline)?;
     let files = source.list().await?;
     // A redrive holds no queue message that could come back later, so the
     // first signal stops it at once: whatever is not confirmed is kept.

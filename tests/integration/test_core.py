@@ -190,6 +190,33 @@ def test_dead_letters_in_the_notified_bucket_do_not_loop(aws, pipeline, search, 
     assert aws.queue_depth(pipeline.queue_url) == 0
 
 
+def test_an_s3_dead_letter_store_needs_a_prefix(aws, pipeline, search, worker_args, run_drsink):
+    """Without a folder of its own, the store would take every object of the bucket for one
+    of its own dead letters (and redrive would re-submit and remove them): refused at start,
+    before a message is touched."""
+    bucket = pipeline.buckets[0]
+    aws.put(bucket, "app/kept.ndjson", b'{"log_id": "p-1"}\n')
+    for store in (f"s3://{bucket}", f"s3://{bucket}/"):
+        args = worker_args(pipeline.queue_url)
+        args[args.index("--dead-letter") + 1] = store
+        rc, _, err, _ = run_drsink(*args)
+        assert rc != 0
+        assert f"--dead-letter `{store}` names no prefix" in err, err
+        rc, _, err, _ = run_drsink("redrive", "--from", store, "--es-url", search.url, "--s3-force-path-style")
+        # (A redrive keeps what it cannot send in the store it reads: either flag may say so.)
+        assert rc != 0 and f"`{store}` names no prefix" in err, err
+    assert search.count_by_log_id() == {}
+    assert aws.s3.get_object(Bucket=bucket, Key="app/kept.ndjson")["Body"].read() == b'{"log_id": "p-1"}\n'
+    # `dl` is the folder `dl/`: its dead letters are not mixed with `dlogs/…`.
+    aws.put(bucket, "dlogs/x.ndjson", b'{"log_id": "p-2"}\n')
+    args = worker_args(pipeline.queue_url)
+    args[args.index("--dead-letter") + 1] = f"s3://{bucket}/dl"
+    summary = ok(run_drsink(*args))
+    assert search.count_by_log_id() == {"p-1": 1, "p-2": 1}
+    assert summary["indexed"] == 2
+    assert aws.queue_depth(pipeline.queue_url) == 0
+
+
 def test_redrive_from_an_s3_dead_letter_store(aws, pipeline, search, run_drsink):
     """Entries the sink accepts leave the store; what cannot be sent stays, in a new object."""
     bucket = pipeline.buckets[1]

@@ -373,6 +373,33 @@ def test_truncated_gzip_keeps_records_before_the_fault(aws, pipeline, search, ru
     assert aws.queue_depth(pipeline.queue_url) == 0
 
 
+@pytest.mark.parametrize("cut_at", [10, 12, 20])
+def test_gzip_cut_within_its_first_bytes_is_a_corrupt_object(aws, pipeline, search, run_worker,
+                                                             dead_letter_dir, cut_at):
+    """Broken before a single byte decompresses: dead-lettered as a corrupt object, never
+    retried as a failed read."""
+    line = ndjson([{"log_id": "never-readable", "@timestamp": "2026-11-21T12:00:00Z"}])
+    whole = gzip.compress(line)
+    bucket, key = pipeline.buckets[0], f"cut/header-{cut_at}.ndjson.gz"
+    aws.put(bucket, key, whole[:cut_at])
+
+    summary = ok(run_worker(pipeline.queue_url))
+    assert (summary["indexed"], summary["failed"], summary["corrupt_objects"]) == (0, 0, 1)
+    entries = dead_letters(dead_letter_dir)
+    faults = [e for e in entries if "record" not in e]
+    assert len(faults) == 1, entries
+    (fault,) = faults
+    assert (fault["bucket"], fault["key"]) == (bucket, key)
+    assert fault["reason"].startswith("Gzip stream is corrupt or truncated near byte "), fault
+    assert 0 <= fault["offset"] <= cut_at, fault
+    # What little inflated before the fault is the start of the line, kept as it was.
+    partial = [e for e in entries if "record" in e]
+    assert summary["records"] == len(partial) <= 1
+    assert all(e["line"] == 1 and line.startswith(e["record"].encode()) for e in partial), partial
+    assert search.count_by_log_id() == {}
+    assert aws.queue_depth(pipeline.queue_url) == 0
+
+
 # --- formats ------------------------------------------------------------------------------
 
 def test_ndjson_line_endings_bom_blank_lines(aws, pipeline, search, run_worker, dead_letter_dir):
