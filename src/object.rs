@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use aws_sdk_s3::operation::get_object::GetObjectError;
+use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::Client;
 use tokio::io::AsyncBufRead;
 
@@ -74,7 +75,12 @@ impl ObjectStore {
         match response {
             Ok(output) => Ok(output.body.into_async_read()),
             Err(err) => match err.as_service_error() {
+                // The notified version may be gone too (a lifecycle rule
+                // expiring noncurrent versions); S3 names no type for that.
                 Some(GetObjectError::NoSuchKey(_)) => Err(OpenError::Missing(object.to_string())),
+                Some(e) if e.code() == Some("NoSuchVersion") => {
+                    Err(OpenError::Missing(object.to_string()))
+                }
                 _ => Err(OpenError::Failed {
                     object: object.to_string(),
                     reason: describe(&err),

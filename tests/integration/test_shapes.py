@@ -297,14 +297,24 @@ def test_region_and_version_named_by_notification(aws, search, run_worker, dead_
 
 
 def test_missing_object(aws, search, run_worker, dead_letter_dir):
+    """An object, or the notified version of one, deleted before it was read: counted as
+    missing, and the message deleted (nothing is left to index, and a retry cannot help)."""
     queue = make_queue(aws, "missing")
     bucket = make_bucket(aws, "missing")
     send(aws, queue, s3_event(s3_record(bucket, "gone/deleted before read.ndjson")))
+    versioned = make_bucket(aws, "missing-version", versioned=True)
+    key = "expired/noncurrent.ndjson"
+    put_ndjson(aws, versioned, key, ["old-1"])
+    old = aws.s3.head_object(Bucket=versioned, Key=key)["VersionId"]
+    current = put_ndjson(aws, versioned, key, ["new-1"])
+    aws.s3.delete_object(Bucket=versioned, Key=key, VersionId=old)
+    send(aws, queue, s3_event(s3_record(versioned, key, version_id=old)))
+    send(aws, queue, s3_event(s3_record(versioned, key)))
     summary = ok(run_worker(queue))
-    assert summary["missing_objects"] == 1
-    assert (summary["messages"], summary["records"], summary["failed"]) == (1, 0, 0)
+    assert summary["missing_objects"] == 2
+    assert search.count_by_log_id() == {log_id: 1 for log_id in current}
+    assert (summary["messages"], summary["records"], summary["failed"]) == (3, 1, 0)
     assert aws.queue_depth(queue) == 0
-    assert search.docs() == []
     assert_no_dead_letters(summary, dead_letter_dir)
 
 
