@@ -299,8 +299,14 @@ mod tests {
     fn an_s3_location_needs_a_folder_of_its_own() {
         let folder = |b: &str, p: &str| Ok(Some((b.to_owned(), p.to_owned())));
         assert_eq!(s3_location("drsink-dead-letter", "--dead-letter"), Ok(None));
-        assert_eq!(s3_location("s3://dr/dl/", "--dead-letter"), folder("dr", "dl/"));
-        assert_eq!(s3_location("s3://dr/dl", "--dead-letter"), folder("dr", "dl/"));
+        assert_eq!(
+            s3_location("s3://dr/dl/", "--dead-letter"),
+            folder("dr", "dl/")
+        );
+        assert_eq!(
+            s3_location("s3://dr/dl", "--dead-letter"),
+            folder("dr", "dl/")
+        );
         assert_eq!(s3_location("s3://dr/a/b", "--from"), folder("dr", "a/b/"));
         for bare in ["s3://dr", "s3://dr/", "s3://dr//"] {
             let error = s3_location(bare, "--dead-letter").unwrap_err();
@@ -308,7 +314,10 @@ mod tests {
             assert!(error.contains("s3://dr/drsink-dead-letters/"), "{error}");
         }
         let error = s3_location("s3:///dl/", "--from").unwrap_err();
-        assert!(error.starts_with("--from `s3:///dl/` names no bucket"), "{error}");
+        assert!(
+            error.starts_with("--from `s3:///dl/` names no bucket"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -508,8 +508,14 @@ fn interpret(status: u16, reply: Option<&Reply>, count: usize) -> Answer {
         401 | 403 => Answer::Failed(Failure::Token),
         413 => Answer::Failed(Failure::TooLarge),
         408 | 429 | 500..=599 => Answer::Failed(Failure::Transient),
-        400 => match reply.and_then(|r| r.invalid_event_number) {
-            Some(n) if n < count => Answer::Partial {
+        // A refused index, channel or ack setting is the configuration's
+        // fault, even when Splunk names the event it stopped at: retrying or
+        // dead-lettering event by event would drain the batch.
+        400 => match (code, reply.and_then(|r| r.invalid_event_number)) {
+            (Some(7), _) => Answer::Failed(Failure::Index),
+            (Some(10 | 11), _) => Answer::Failed(Failure::Channel),
+            (Some(14), _) => Answer::Failed(Failure::AckDisabled),
+            (_, Some(n)) if n < count => Answer::Partial {
                 accepted: n,
                 error: json!({
                     "type": format!(
@@ -521,13 +527,8 @@ fn interpret(status: u16, reply: Option<&Reply>, count: usize) -> Answer {
                 }),
             },
             // A number past the request's events: not a reading we can trust.
-            Some(_) => Answer::Failed(Failure::Transient),
-            None => Answer::Failed(match code {
-                Some(7) => Failure::Index,
-                Some(10 | 11) => Failure::Channel,
-                Some(14) => Failure::AckDisabled,
-                _ => Failure::Other,
-            }),
+            (_, Some(_)) => Answer::Failed(Failure::Transient),
+            (_, None) => Answer::Failed(Failure::Other),
         },
         _ => Answer::Failed(Failure::Other),
     }
@@ -836,10 +837,12 @@ mod tests {
         );
         assert_eq!(interpret(500, None, 3), Answer::Failed(Failure::Transient));
         assert_eq!(interpret(413, None, 3), Answer::Failed(Failure::TooLarge));
-        assert_eq!(
-            interpret(400, Some(&reply(7, None)), 3),
-            Answer::Failed(Failure::Index)
-        );
+        for number in [None, Some(0), Some(2)] {
+            assert_eq!(
+                interpret(400, Some(&reply(7, number)), 3),
+                Answer::Failed(Failure::Index)
+            );
+        }
         assert_eq!(
             interpret(400, Some(&reply(10, None)), 3),
             Answer::Failed(Failure::Channel)

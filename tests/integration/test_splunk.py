@@ -171,6 +171,21 @@ def test_bad_token_stops_with_a_clear_error(aws, pipeline, hec, hec_args, run_dr
     assert rc != 0 and wrong not in err and wrong not in out
 
 
+def test_an_index_the_token_may_not_write_stops_with_a_clear_error(aws, pipeline, hec, hec_args, run_drsink,
+                                                                  dead_letter_dir):
+    """Splunk names the event it stopped at (code 7 "Incorrect index"); still a configuration
+    error: nothing is dead-lettered or counted as sent, and the message stays queued."""
+    aws.put(pipeline.buckets[0], "x.ndjson", ndjson(records(["i-1", "i-2", "i-3"])))
+    hec.allowed_indexes = {"dr_logs"}
+    rc, out, err, summary = run_drsink(*hec_args(pipeline.queue_url, hec, "--hec-index", "not_allowed"), env=ENV)
+    assert rc != 0
+    assert "refused the index" in err, err
+    assert hec.counts() == {}
+    assert dead_letters(dead_letter_dir) == []
+    # Only the bucket's test events are gone; the object's message stays for a fixed worker.
+    assert aws.queue_depth(pipeline.queue_url) == 1
+
+
 def test_server_busy_bursts_are_retried(aws, pipeline, hec, hec_args, run_drsink):
     aws.put(pipeline.buckets[0], "busy.ndjson", ndjson(records([f"busy-{i}" for i in range(30)])))
     hec.busy_next = 6
