@@ -198,6 +198,9 @@ impl Worker {
             .queue_url(&self.settings.queue_url)
             .max_number_of_messages(max as i32)
             .wait_time_seconds(self.settings.wait_seconds)
+            // The timeout the heartbeat keeps up: a `--visibility-timeout`
+            // longer than the queue's must hold from the receive on.
+            .visibility_timeout(self.visibility)
             .message_system_attribute_names(
                 aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount,
             )

@@ -129,6 +129,28 @@ def test_search_server_outage(aws, pipeline, outage, worker_args, start_drsink):
     assert (summary["failed"], summary["dead_lettered"]) == (0, 0)
 
 
+def test_a_longer_visibility_timeout_holds_from_the_receive(aws, pipeline, search, fault_proxy, worker_args,
+                                                            start_drsink):
+    """--visibility-timeout longer than the queue's own: messages are received with it, so
+    none comes back to the fleet mid-object before the first heartbeat (a third of it)."""
+    short_visibility(aws, pipeline)
+    worker = start_drsink(*worker_args(pipeline.queue_url, "--visibility-timeout", "60",
+                                       es_url=fault_proxy.url, exit_when_idle=False))
+    wait_for(lambda: aws.queue_depth(pipeline.queue_url) == 0, 15, "the bucket's test events to be taken")
+    fault_proxy.configure(delay=6)
+    ids = put_objects(aws, pipeline, "vis", objects=1, records=5)
+    wait_for(lambda: in_flight(aws, pipeline.queue_url) == 1, 15, "the worker to receive the object's message")
+    time.sleep(3)  # past the queue's 2 s; the bulk answer is still held back
+    assert (in_flight(aws, pipeline.queue_url), aws.queue_depth(pipeline.queue_url)) == (1, 1), \
+        "the message came back to the queue while the worker was still on it"
+    fault_proxy.configure(delay=0)
+    wait_for(lambda: aws.queue_depth(pipeline.queue_url) == 0, 30, "the object to be done")
+    worker.send_signal(signal.SIGTERM)
+    summary = ok(worker.wait(30))
+    assert_exactly_once(search, ids)
+    assert summary["messages"] == 3  # the object and moto's 2 s3:TestEvents, each received once
+
+
 def test_worker_killed_mid_batch(aws, pipeline, search, fault_proxy, run_worker, worker_args, start_drsink):
     """3. The worker is SIGKILLed while its bulk requests are indexed but not yet answered;
     its messages come back within the queue's visibility timeout and the second run's
