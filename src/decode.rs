@@ -19,9 +19,7 @@ use crate::lines::{Line, Lines};
 use crate::notification::ObjectRef;
 use crate::records::{Parsed, Position, Record, RecordError, RecordParser};
 use crate::sink::Encoder;
-use crate::values::Values;
-
-const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+use crate::values::{Values, UTF8_BOM};
 
 /// Decompressed bytes looked at to detect the format.
 const SNIFF_BYTES: u64 = 64 * 1024;
@@ -300,10 +298,9 @@ impl<'a> ObjectDecoder<'a> {
                 run.dead(position, reason, None, Some(value.offset));
                 continue;
             }
-            let text = value.text.strip_prefix(UTF8_BOM).unwrap_or(value.text);
             run.take(
-                self.parser.parse(text, position),
-                text,
+                self.parser.parse(value.text, position),
+                value.text,
                 position,
                 value.offset,
             )?;

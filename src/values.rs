@@ -7,6 +7,9 @@
 
 use std::io::{self, BufRead, BufReader, Read};
 
+/// A byte-order mark some producers put before the first byte of a text.
+pub const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// One top-level value, or a run of bytes that cannot start one.
 pub struct Value<'a> {
     pub text: &'a [u8],
@@ -61,6 +64,11 @@ impl<R: Read> Values<R> {
 
     /// The next top-level value.
     pub fn next_value(&mut self) -> io::Result<Option<Value<'_>>> {
+        // A BOM before the first value (or before the `[` of an array).
+        if !self.started && self.offset == 0 && self.reader.fill_buf()?.starts_with(UTF8_BOM) {
+            self.reader.consume(UTF8_BOM.len());
+            self.offset += UTF8_BOM.len() as u64;
+        }
         // Skip separators: whitespace, and inside a top-level array, commas
         // and its brackets.
         loop {
@@ -192,6 +200,18 @@ mod tests {
         assert_eq!(
             split("[ {\"a\":1},\n {\"b\":2} ]\n", 100),
             vec![("{\"a\":1}".into(), 1, None), ("{\"b\":2}".into(), 2, None)]
+        );
+    }
+
+    #[test]
+    fn a_bom_before_an_array_or_the_first_object_is_skipped() {
+        assert_eq!(
+            split("\u{feff}[{\"a\":1},\n {\"b\":2}]", 100),
+            vec![("{\"a\":1}".into(), 1, None), ("{\"b\":2}".into(), 2, None)]
+        );
+        assert_eq!(
+            split("\u{feff}{\"a\":1}{\"b\":2}", 100),
+            vec![("{\"a\":1}".into(), 1, None), ("{\"b\":2}".into(), 1, None)]
         );
     }
 

@@ -502,7 +502,8 @@ def test_json_documents(aws, pipeline, search, run_worker, dead_letter_dir):
     bucket = pipeline.buckets[0]
     genesys_text = (FIXTURES / "eventbridge-genesys-firehose-concatenated.json").read_text()
     multiline_text = (FIXTURES / "beats-multiline.json").read_text()
-    array_text = "[\n" + ",\n".join(json.dumps(r) for r in JSON_ARRAY) + "\n]\n"
+    # With a byte-order mark, as Windows tools write it.
+    array_text = "\ufeff[\n" + ",\n".join(json.dumps(r) for r in JSON_ARRAY) + "\n]\n"
     keys = {"genesys": "firehose/genesys-dr-events-1-2026-11-21-12-00-00-abc",
             "multiline": "beats/multiline.json", "cloudtrail": "cloudtrail/123456789012_CloudTrail.json.gz",
             "array": "array/objects.json"}
