@@ -268,9 +268,39 @@ impl<'a> ObjectDecoder<'a> {
                 Line::Text(text) => text,
             };
             let parsed = match format {
+                // A JSON object among text lines (detected, not forced) is read
+                // as one: the other region's copy of the object may start with
+                // it, and the record must get the same id and index there.
+                Format::Text
+                    if self.format == Format::Auto && text.trim_ascii_start().starts_with(b"{") =>
+                {
+                    self.parser
+                        .parse_line(text, position)
+                        .or_else(|_| self.parser.text(text, position))
+                }
                 Format::Text => self.parser.text(text, position),
                 _ => self.parser.parse_line(text, position),
             };
+            if let (Err(RecordError::NotObject(_)), Some(objects)) = (
+                &parsed,
+                (format != Format::Text)
+                    .then(|| concatenated(text))
+                    .flatten(),
+            ) {
+                for (entry, (object, at)) in objects.iter().enumerate() {
+                    let position = Position {
+                        line: number,
+                        entry: Some(entry as u32),
+                    };
+                    run.take(
+                        self.parser.parse_line(object, position),
+                        object,
+                        position,
+                        offset + at,
+                    )?;
+                }
+                continue;
+            }
             run.take(parsed, text, position, offset)?;
         }
     }
@@ -308,6 +338,24 @@ impl<'a> ObjectDecoder<'a> {
     }
 }
 
+/// A line of objects back to back and nothing else (Firehose writes records
+/// that lack a delimiter next to ones that have it): each object and its
+/// offset in the line, when there are several.
+fn concatenated(line: &[u8]) -> Option<Vec<(Vec<u8>, u64)>> {
+    let mut values = Values::new(line, line.len());
+    let mut objects = Vec::new();
+    while let Some(value) = values.next_value().ok()? {
+        if value.too_long.is_some() || scan_object(value.text, &[], &mut []).is_err() {
+            return None;
+        }
+        objects.push((value.text.to_vec(), value.offset));
+    }
+    (objects.len() > 1).then_some(objects)
+}
+
+/// Lines after the first that `detect` looks at.
+const DETECT_LINES: usize = 8;
+
 /// Chooses the format from the first bytes of the decompressed object.
 fn detect(head: &[u8]) -> Format {
     let head = head.strip_prefix(UTF8_BOM).unwrap_or(head);
@@ -316,13 +364,21 @@ fn detect(head: &[u8]) -> Format {
         None => Format::Ndjson,
         Some(b'[') => Format::Json,
         Some(b'{') => {
-            // NDJSON when the first line is a whole object by itself.
-            let first_line = memchr::memchr(b'\n', start).map(|end| &start[..end]);
-            let whole = first_line.is_some_and(|line| scan_object(line, &[], &mut []).is_ok());
-            if whole {
-                Format::Ndjson
-            } else {
-                Format::Json
+            // NDJSON when the first line is a whole object by itself; or when
+            // it is not, but the lines after it all start an object and some
+            // are whole: one broken line must not turn the rest into a JSON
+            // stream, where an unterminated string would swallow them all.
+            let whole = |line: &[u8]| scan_object(line, &[], &mut []).is_ok();
+            let ended = memchr::memrchr(b'\n', start).map_or(&[][..], |end| &start[..end]);
+            let mut lines = ended.split(|&b| b == b'\n').map(<[u8]>::trim_ascii);
+            if lines.next().is_some_and(whole) {
+                return Format::Ndjson;
+            }
+            let next: Vec<&[u8]> = lines.filter(|l| !l.is_empty()).take(DETECT_LINES).collect();
+            let objects = next.iter().all(|l| l.starts_with(b"{")) && next.iter().any(|l| whole(l));
+            match objects {
+                true => Format::Ndjson,
+                false => Format::Json,
             }
         }
         Some(_) => Format::Text,
@@ -424,6 +480,22 @@ mod tests {
         // A broken first object followed by a good one (Beats' test data).
         assert_eq!(
             detect(b"{\"bad\": json}{\"good\":\"json\"}\n"),
+            Format::Json
+        );
+        // A broken first line before whole ones; objects back to back on the
+        // first line before whole ones (Firehose mixing delimiters).
+        assert_eq!(
+            detect(b"{\"a\":\"cut\n{\"b\":1}\n{\"c\":2}\n"),
+            Format::Ndjson
+        );
+        assert_eq!(detect(b"{\"a\":1}{\"b\":2}\n{\"c\":3}\n"), Format::Ndjson);
+        // Pretty-printed, even with a nested object alone on its line.
+        assert_eq!(
+            detect(b"{\n  \"a\": [\n    {}\n  ]\n}\n{\n  \"b\": 1\n}\n"),
+            Format::Json
+        );
+        assert_eq!(
+            detect(b"{\"a\":\"cut\n{\"b\":1}\n  \"c\": 2\n"),
             Format::Json
         );
     }
