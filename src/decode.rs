@@ -148,7 +148,9 @@ impl<E: FnMut(Chunk) -> Result<(), String>> Run<'_, '_, E> {
                     self.chunk.records += 1;
                     match record {
                         Ok(record) => self.push(&record)?,
-                        Err((position, e)) => self.dead(position, e.to_string(), None, None),
+                        Err(bad) => {
+                            self.dead(bad.position, bad.error.to_string(), Some(&bad.text), None)
+                        }
                     }
                 }
             }

@@ -63,7 +63,16 @@ pub enum Parsed<'a> {
     One(Record<'a>),
     /// The entries of a container; an entry that is not a usable record is
     /// an error of its own.
-    Many(Vec<Result<Record<'static>, (Position, RecordError)>>),
+    Many(Vec<Result<Record<'static>, BadEntry>>),
+}
+
+/// An entry of a container that is not a usable record.
+#[derive(Debug)]
+pub struct BadEntry {
+    pub position: Position,
+    pub error: RecordError,
+    /// The entry as written, kept with its dead letter.
+    pub text: Vec<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -370,8 +379,11 @@ impl RecordParser {
             log_group: Cow<'a, str>,
             #[serde(default, borrow)]
             log_stream: Cow<'a, str>,
+            /// Each event is read on its own: one that cannot be is a dead
+            /// letter of its own, not a reason to take the payload for an
+            /// ordinary record.
             #[serde(borrow)]
-            log_events: Vec<Event<'a>>,
+            log_events: Vec<&'a RawValue>,
         }
         #[derive(Deserialize)]
         struct Event<'a> {
@@ -391,11 +403,18 @@ impl RecordParser {
             .log_events
             .iter()
             .enumerate()
-            .map(|(i, event)| {
+            .map(|(i, raw)| {
                 let position = Position {
                     line: position.line,
                     entry: Some(i as u32),
                 };
+                let bad = |error: String| BadEntry {
+                    position,
+                    error: RecordError::BadContainer(error),
+                    text: raw.get().as_bytes().to_vec(),
+                };
+                let event: Event = serde_json::from_str(raw.get())
+                    .map_err(|e| bad(format!("a CloudWatch Logs event is unreadable: {e}")))?;
                 let time = DateTime::from_timestamp_millis(event.timestamp)
                     .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true));
                 let mut doc = serde_json::Map::new();
@@ -416,8 +435,7 @@ impl RecordParser {
                 doc.insert("logGroup".into(), payload.log_group.as_ref().into());
                 doc.insert("logStream".into(), payload.log_stream.as_ref().into());
                 doc.insert("owner".into(), payload.owner.as_ref().into());
-                let json = serde_json::to_vec(&doc)
-                    .map_err(|e| (position, RecordError::BadContainer(e.to_string())))?;
+                let json = serde_json::to_vec(&doc).map_err(|e| bad(e.to_string()))?;
                 Ok(Record {
                     log_id: Cow::Owned(event.id.clone().into_owned()),
                     id_generated: false,
@@ -454,7 +472,11 @@ impl RecordParser {
                     entry: Some(i as u32),
                 };
                 self.enveloped(entry.get().as_bytes(), b"eventID", b"eventTime", position)
-                    .map_err(|e| (position, e))
+                    .map_err(|error| BadEntry {
+                        position,
+                        error,
+                        text: entry.get().as_bytes().to_vec(),
+                    })
             })
             .collect();
         Some(Parsed::Many(records))

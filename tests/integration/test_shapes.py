@@ -650,6 +650,35 @@ def test_cloudwatch_logs_subscription_via_firehose(aws, pipeline, search, run_wo
     assert aws.queue_depth(pipeline.queue_url) == 0
 
 
+def test_a_bad_entry_of_a_container_is_a_dead_letter_of_its_own(aws, pipeline, search, run_worker,
+                                                                  dead_letter_dir):
+    """One unreadable CloudTrail entry or CloudWatch Logs event is dead-lettered with its
+    own text and place; the container's other entries are indexed as usual."""
+    bucket = pipeline.buckets[0]
+    trail = {"Records": [CLOUDTRAIL["Records"][0], "not an entry", CLOUDTRAIL["Records"][1]]}
+    aws.put(bucket, "cloudtrail/one-bad.json.gz", gzip.compress(json.dumps(trail).encode()))
+    events = [{"id": "cw-0", "timestamp": 1795305599000, "message": "fine"},
+              {"id": "cw-1", "timestamp": 1795305599000.5, "message": "a fractional time"},
+              {"id": "cw-2", "timestamp": 1795305599250, "message": "fine too"}]
+    payload = {"messageType": "DATA_MESSAGE", "owner": "123456789012", "logGroup": "/app",
+               "logStream": "s-1", "subscriptionFilters": ["dr"], "logEvents": events}
+    aws.put(bucket, "cwl/one-bad.gz", gzip.compress(gzip.compress(json.dumps(payload).encode())))
+
+    summary = ok(run_worker(pipeline.queue_url))
+    good = [CLOUDTRAIL["Records"][0]["eventID"], CLOUDTRAIL["Records"][1]["eventID"], "cw-0", "cw-2"]
+    assert search.count_by_log_id() == {i: 1 for i in good}
+    assert docs_by_id(search)["cw-2"]["_source"]["drsink"]["entry"] == 2
+    entries = sorted(dead_letters(dead_letter_dir), key=lambda e: e["key"])
+    assert [(e["key"], e["line"], e["entry"]) for e in entries] == [
+        ("cloudtrail/one-bad.json.gz", 1, 1), ("cwl/one-bad.gz", 1, 1)]
+    assert entries[0]["record"] == '"not an entry"'
+    assert entries[0]["reason"].startswith("not a JSON object"), entries[0]
+    assert json.loads(entries[1]["record"]) == events[1]
+    assert entries[1]["reason"].startswith("a CloudWatch Logs event is unreadable"), entries[1]
+    assert (summary["records"], summary["indexed"], summary["dead_lettered"]) == (6, 4, 2)
+    assert aws.queue_depth(pipeline.queue_url) == 0
+
+
 def test_oversized_line_and_invalid_utf8(aws, pipeline, search, run_worker, dead_letter_dir):
     bucket = pipeline.buckets[0]
     long_key, utf8_key = "bad/long line.ndjson", "bad/invalid utf8.ndjson"
