@@ -107,10 +107,12 @@ impl DeadLetter {
 
 /// The bucket and prefix of a dead-letter location `s3://bucket/prefix/`
 /// given to `flag`; `None` for a local directory. The prefix must name a
-/// folder of its own: the worker takes every object under it for one of the
-/// store's own (and redrive re-submits and removes what it finds there), so
-/// an empty one would swallow the whole bucket, and `dl` would also match
-/// `dlogs/…`. A missing final `/` is added.
+/// folder of its own, ending in `/`: the worker takes every object under it
+/// for one of the store's own (and redrive re-submits and removes what it
+/// finds there), so an empty one would swallow the whole bucket, and `dl`
+/// would also match `dlogs/…`. (It is refused rather than completed: the
+/// store's objects would move, and those already written would no longer
+/// be recognised.)
 pub fn s3_location(text: &str, flag: &str) -> Result<Option<(String, String)>, String> {
     let Some(location) = text.strip_prefix("s3://") else {
         return Ok(None);
@@ -126,11 +128,12 @@ pub fn s3_location(text: &str, flag: &str) -> Result<Option<(String, String)>, S
             "{flag} `{text}` names no prefix: dead letters need a folder of their own, or every object in the bucket would be taken for one (e.g. s3://{bucket}/drsink-dead-letters/)"
         ));
     }
-    let prefix = match prefix.ends_with('/') {
-        true => prefix.to_owned(),
-        false => format!("{prefix}/"),
-    };
-    Ok(Some((bucket.to_owned(), prefix)))
+    if !prefix.ends_with('/') {
+        return Err(format!(
+            "{flag} `{text}` must end with `/` (s3://{bucket}/{prefix}/): the prefix is a folder, and `{prefix}` alone would also take in objects such as `{prefix}-other/…`"
+        ));
+    }
+    Ok(Some((bucket.to_owned(), prefix.to_owned())))
 }
 
 /// Where dead letters are kept: a local directory, or `s3://bucket/prefix`
@@ -303,11 +306,12 @@ mod tests {
             s3_location("s3://dr/dl/", "--dead-letter"),
             folder("dr", "dl/")
         );
-        assert_eq!(
-            s3_location("s3://dr/dl", "--dead-letter"),
-            folder("dr", "dl/")
+        assert_eq!(s3_location("s3://dr/a/b/", "--from"), folder("dr", "a/b/"));
+        let error = s3_location("s3://dr/dl", "--dead-letter").unwrap_err();
+        assert!(
+            error.starts_with("--dead-letter `s3://dr/dl` must end with `/` (s3://dr/dl/)"),
+            "{error}"
         );
-        assert_eq!(s3_location("s3://dr/a/b", "--from"), folder("dr", "a/b/"));
         for bare in ["s3://dr", "s3://dr/", "s3://dr//"] {
             let error = s3_location(bare, "--dead-letter").unwrap_err();
             assert!(error.contains("names no prefix"), "{bare}: {error}");

@@ -269,42 +269,56 @@ impl<'a> ObjectDecoder<'a> {
                 Line::Text(text) if number == 1 => text.strip_prefix(UTF8_BOM).unwrap_or(text),
                 Line::Text(text) => text,
             };
-            let parsed = match format {
-                // A JSON object among text lines (detected, not forced) is read
-                // as one: the other region's copy of the object may start with
-                // it, and the record must get the same id and index there.
-                Format::Text
-                    if self.format == Format::Auto && text.trim_ascii_start().starts_with(b"{") =>
-                {
-                    self.parser
-                        .parse_line(text, position)
-                        .or_else(|_| self.parser.text(text, position))
+            // In a text object (detected, not forced), a line that is JSON is
+            // read as JSON: the other region's copy of the object may start
+            // with it, and its records must get the same ids and indices.
+            let json = match format {
+                Format::Text => {
+                    self.format == Format::Auto && text.trim_ascii_start().starts_with(b"{")
                 }
-                Format::Text => self.parser.text(text, position),
-                _ => self.parser.parse_line(text, position),
+                _ => true,
             };
-            if let (Err(RecordError::NotObject(_)), Some(objects)) = (
-                &parsed,
-                (format != Format::Text)
-                    .then(|| concatenated(text))
-                    .flatten(),
-            ) {
-                for (entry, (object, at)) in objects.iter().enumerate() {
-                    let position = Position {
-                        line: number,
-                        entry: Some(entry as u32),
-                    };
-                    run.take(
-                        self.parser.parse_line(object, position),
-                        object,
-                        position,
-                        offset + at,
-                    )?;
+            let parsed = match json {
+                true => self.parser.parse_line(text, position),
+                false => self.parser.text(text, position),
+            };
+            if json && matches!(parsed, Err(RecordError::NotObject(_))) {
+                if let Some(objects) = concatenated(text) {
+                    self.take_objects(run, &objects, number, offset)?;
+                    continue;
                 }
-                continue;
             }
+            let parsed = match (format, parsed) {
+                (Format::Text, Err(_)) if json => self.parser.text(text, position),
+                (_, parsed) => parsed,
+            };
             run.take(parsed, text, position, offset)?;
         }
+    }
+
+    /// The objects of one line that held several (see `concatenated`), each
+    /// an entry of the line.
+    #[inline(never)]
+    fn take_objects<E: FnMut(Chunk) -> Result<(), String>>(
+        &self,
+        run: &mut Run<'_, '_, E>,
+        objects: &[(Vec<u8>, u64)],
+        line: u64,
+        offset: u64,
+    ) -> Result<(), DecodeError> {
+        for (entry, (object, at)) in objects.iter().enumerate() {
+            let position = Position {
+                line,
+                entry: Some(entry as u32),
+            };
+            run.take(
+                self.parser.parse_line(object, position),
+                object,
+                position,
+                offset + at,
+            )?;
+        }
+        Ok(())
     }
 
     /// JSON streams; returns the error that broke the stream, if any.
@@ -316,6 +330,7 @@ impl<'a> ObjectDecoder<'a> {
         let mut values = Values::new(
             stream,
             self.max_record_bytes.saturating_mul(CONTAINER_FACTOR),
+            STREAM_BUFFER,
         );
         loop {
             let value = match values.next_value() {
@@ -343,8 +358,13 @@ impl<'a> ObjectDecoder<'a> {
 /// A line of objects back to back and nothing else (Firehose writes records
 /// that lack a delimiter next to ones that have it): each object and its
 /// offset in the line, when there are several.
+#[cold]
 fn concatenated(line: &[u8]) -> Option<Vec<(Vec<u8>, u64)>> {
-    let mut values = Values::new(line, line.len());
+    // Objects only: an array on a line is not a run of records.
+    if !line.trim_ascii_start().starts_with(b"{") {
+        return None;
+    }
+    let mut values = Values::new(line, line.len(), line.len());
     let mut objects = Vec::new();
     while let Some(value) = values.next_value().ok()? {
         if value.too_long.is_some() || scan_object(value.text, &[], &mut []).is_err() {
@@ -354,6 +374,9 @@ fn concatenated(line: &[u8]) -> Option<Vec<(Vec<u8>, u64)>> {
     }
     (objects.len() > 1).then_some(objects)
 }
+
+/// Read buffer of a JSON stream.
+const STREAM_BUFFER: usize = 256 * 1024;
 
 /// Lines after the first that `detect` looks at.
 const DETECT_LINES: usize = 8;
@@ -367,18 +390,22 @@ fn detect(head: &[u8]) -> Format {
         Some(b'[') => Format::Json,
         Some(b'{') => {
             // NDJSON when the first line is a whole object by itself; or when
-            // it is not, but the lines after it all start an object and some
-            // are whole: one broken line must not turn the rest into a JSON
-            // stream, where an unterminated string would swallow them all.
+            // it is not, but the lines after it are (one broken line must not
+            // turn the rest into a JSON stream, where an unterminated string
+            // would swallow them all). A value of a JSON stream that spans
+            // lines has a line that is no whole object: the one closing it, or
+            // one ending in a comma.
             let whole = |line: &[u8]| scan_object(line, &[], &mut []).is_ok();
             let ended = memchr::memrchr(b'\n', start).map_or(&[][..], |end| &start[..end]);
             let mut lines = ended.split(|&b| b == b'\n').map(<[u8]>::trim_ascii);
             if lines.next().is_some_and(whole) {
                 return Format::Ndjson;
             }
-            let next: Vec<&[u8]> = lines.filter(|l| !l.is_empty()).take(DETECT_LINES).collect();
-            let objects = next.iter().all(|l| l.starts_with(b"{")) && next.iter().any(|l| whole(l));
-            match objects {
+            let mut next = lines
+                .filter(|l| !l.is_empty())
+                .take(DETECT_LINES)
+                .peekable();
+            match next.peek().is_some() && next.all(whole) {
                 true => Format::Ndjson,
                 false => Format::Json,
             }
@@ -500,5 +527,17 @@ mod tests {
             detect(b"{\"a\":\"cut\n{\"b\":1}\n  \"c\": 2\n"),
             Format::Json
         );
+        // A container with one entry per line, whole objects among them.
+        let entries: String = (0..12)
+            .map(|i| format!("{{\"eventID\":\"e{i:02}\"}},\n"))
+            .collect();
+        for n in [0, 1, 7, 8, 9, 12] {
+            let trail = format!(
+                "{{\"Records\":[\n{}{{\"eventID\":\"last\"}}\n]}}\n",
+                &entries[..n * 19]
+            );
+            assert_eq!(detect(trail.as_bytes()), Format::Json, "{trail}");
+        }
+        assert_eq!(detect(b"{\"a\":\n{\"b\":1}}\n{\"c\":3}\n"), Format::Json);
     }
 }

@@ -34,9 +34,9 @@ pub struct Values<R: Read> {
 }
 
 impl<R: Read> Values<R> {
-    pub fn new(inner: R, max_value_bytes: usize) -> Self {
+    pub fn new(inner: R, max_value_bytes: usize, buffer: usize) -> Self {
         Values {
-            reader: BufReader::with_capacity(256 * 1024, inner),
+            reader: BufReader::with_capacity(buffer, inner),
             value: Vec::new(),
             max: max_value_bytes,
             line: 1,
@@ -171,7 +171,7 @@ mod tests {
     use std::io::Cursor;
 
     fn split(data: &str, max: usize) -> Vec<(String, u64, Option<u64>)> {
-        let mut values = Values::new(Cursor::new(data.as_bytes().to_vec()), max);
+        let mut values = Values::new(Cursor::new(data.as_bytes().to_vec()), max, 64);
         let mut out = Vec::new();
         while let Some(v) = values.next_value().unwrap() {
             out.push((

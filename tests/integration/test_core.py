@@ -207,10 +207,13 @@ def test_an_s3_dead_letter_store_needs_a_prefix(aws, pipeline, search, worker_ar
         assert rc != 0 and f"`{store}` names no prefix" in err, err
     assert search.count_by_log_id() == {}
     assert aws.s3.get_object(Bucket=bucket, Key="app/kept.ndjson")["Body"].read() == b'{"log_id": "p-1"}\n'
-    # `dl` is the folder `dl/`: its dead letters are not mixed with `dlogs/…`.
-    aws.put(bucket, "dlogs/x.ndjson", b'{"log_id": "p-2"}\n')
+    # `dl` alone would also take in `dlogs/…`: refused, with the folder to give instead.
     args = worker_args(pipeline.queue_url)
     args[args.index("--dead-letter") + 1] = f"s3://{bucket}/dl"
+    rc, _, err, _ = run_drsink(*args)
+    assert rc != 0 and f"must end with `/` (s3://{bucket}/dl/)" in err, err
+    aws.put(bucket, "dlogs/x.ndjson", b'{"log_id": "p-2"}\n')
+    args[args.index("--dead-letter") + 1] = f"s3://{bucket}/dl/"
     summary = ok(run_drsink(*args))
     assert search.count_by_log_id() == {"p-1": 1, "p-2": 1}
     assert summary["indexed"] == 2

@@ -565,9 +565,15 @@ def test_a_record_reads_the_same_whatever_line_its_object_starts_with(aws, pipel
     aws.put(b0, "a/text-first.log", f"starting up\n{rec}\n".encode())
     aws.put(b1, "b/json-first.log", f"{rec}\nstarting up\n".encode())
     # Firehose mixing delimiters: records back to back on a line, before or after whole lines.
-    m = [json.dumps({"log_id": f"m{i}", "@timestamp": "2026-11-20T10:00:00Z"}) for i in range(5)]
+    m = [json.dumps({"log_id": f"m{i}", "@timestamp": "2026-11-20T10:00:00Z"}) for i in range(7)]
     aws.put(b0, "fh/delimited-first", f"{m[1]}\n{m[2]}{m[3]}\n".encode())
     aws.put(b1, "fh/undelimited-first", f"{m[2]}{m[3]}\n{m[4]}\n".encode())
+    aws.put(b0, "fh/text-first", f"starting up\n{m[5]}{m[6]}\n".encode())
+    aws.put(b1, "fh/objects-first", f"{m[5]}{m[6]}\nstarting up\n".encode())
+    # A container with one entry per line stays one container, however many lines are whole.
+    trail = [{"eventID": f"ct-{i}", "eventTime": "2026-11-20T23:00:00Z", "eventName": "GetObject"}
+             for i in range(8)]
+    aws.put(b0, "cloudtrail/pretty.json", ('{"Records":[\n' + ",\n".join(map(json.dumps, trail)) + "\n]}\n").encode())
     # A broken first line is dead-lettered alone; the lines after it are read as lines.
     aws.put(b0, "cut/first-line.ndjson", b'{"log_id":"c0","m":"cut\n{"log_id":"c1"}\n{"log_id":"c2"}\n')
 
@@ -576,16 +582,16 @@ def test_a_record_reads_the_same_whatever_line_its_object_starts_with(aws, pipel
     counts = search.count_by_log_id()
     text_docs = [d for d in by_id.values() if d["_source"].get("message") == "starting up"]
     assert len(text_docs) == 1  # indexed from the object it is text in
-    assert counts == {"x1": 1, "m1": 1, "m2": 1, "m3": 1, "m4": 1, "c1": 1, "c2": 1,
-                      text_docs[0]["_source"]["log_id"]: 1}
+    assert counts == {"x1": 1, "c1": 1, "c2": 1, text_docs[0]["_source"]["log_id"]: 1} | \
+        {f"m{i}": 1 for i in range(1, 7)} | {e["eventID"]: 1 for e in trail}
     assert by_id["x1"]["_index"] == f"{search.prefix}-2026.11.21"
-    assert {by_id[f"m{i}"]["_index"] for i in range(1, 5)} == {f"{search.prefix}-2026.11.20"}
+    assert {by_id[f"m{i}"]["_index"] for i in range(1, 7)} == {f"{search.prefix}-2026.11.20"}
     split = by_id["m3"]["_source"]["drsink"]
     assert split["line"] in (1, 2) and split["entry"] == 1, split
     entries = sorted((e["key"], e["line"]) for e in dead_letters(dead_letter_dir))
-    assert entries == [("b/json-first.log", 2), ("cut/first-line.ndjson", 1)]
+    assert entries == [("b/json-first.log", 2), ("cut/first-line.ndjson", 1), ("fh/objects-first", 2)]
     assert (summary["records"], summary["indexed"], summary["duplicates"], summary["dead_lettered"]) == \
-        (13, 8, 3, 2)
+        (27, 18, 6, 3)
     assert aws.queue_depth(pipeline.queue_url) == 0
 
 
