@@ -269,31 +269,45 @@ impl<'a> ObjectDecoder<'a> {
                 Line::Text(text) if number == 1 => text.strip_prefix(UTF8_BOM).unwrap_or(text),
                 Line::Text(text) => text,
             };
-            // In a text object (detected, not forced), a line that is JSON is
-            // read as JSON: the other region's copy of the object may start
-            // with it, and its records must get the same ids and indices.
-            let json = match format {
-                Format::Text => {
-                    self.format == Format::Auto && text.trim_ascii_start().starts_with(b"{")
-                }
-                _ => true,
-            };
-            let parsed = match json {
-                true => self.parser.parse_line(text, position),
-                false => self.parser.text(text, position),
-            };
-            if json && matches!(parsed, Err(RecordError::NotObject(_))) {
+            if format == Format::Text {
+                self.text_line(run, text, position, offset)?;
+                continue;
+            }
+            let parsed = self.parser.parse_line(text, position);
+            if matches!(parsed, Err(RecordError::NotObject(_))) {
                 if let Some(objects) = concatenated(text) {
                     self.take_objects(run, &objects, number, offset)?;
                     continue;
                 }
             }
-            let parsed = match (format, parsed) {
-                (Format::Text, Err(_)) if json => self.parser.text(text, position),
-                (_, parsed) => parsed,
-            };
             run.take(parsed, text, position, offset)?;
         }
+    }
+
+    /// A line of a text object. In one that was detected (not forced), a
+    /// line that is JSON is read as JSON: the other region's copy of the
+    /// object may start with it, and its records must get the same ids and
+    /// indices there.
+    #[inline(never)]
+    fn text_line<E: FnMut(Chunk) -> Result<(), String>>(
+        &self,
+        run: &mut Run<'_, '_, E>,
+        text: &[u8],
+        position: Position,
+        offset: u64,
+    ) -> Result<(), DecodeError> {
+        if self.format == Format::Auto && text.trim_ascii_start().starts_with(b"{") {
+            match self.parser.parse_line(text, position) {
+                Ok(parsed) => return run.take(Ok(parsed), text, position, offset),
+                Err(RecordError::NotObject(_)) => {
+                    if let Some(objects) = concatenated(text) {
+                        return self.take_objects(run, &objects, position.line, offset);
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+        run.take(self.parser.text(text, position), text, position, offset)
     }
 
     /// The objects of one line that held several (see `concatenated`), each
