@@ -111,7 +111,7 @@ pub struct RedriveArgs {
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
     /// URL of the SQS queue that receives the S3 event notifications.
-    #[arg(long, env = "DRSINK_QUEUE_URL")]
+    #[arg(long, env = "DRSINK_QUEUE_URL", hide_env_values = true)]
     pub queue_url: String,
 
     /// Messages processed at once (each may name several objects).
@@ -155,7 +155,12 @@ pub struct PipelineArgs {
     pub sink: SinkKind,
 
     /// Base URL of the Elasticsearch/OpenSearch cluster.
-    #[arg(long, env = "DRSINK_ES_URL", default_value = "http://127.0.0.1:9200")]
+    #[arg(
+        long,
+        env = "DRSINK_ES_URL",
+        hide_env_values = true,
+        default_value = "http://127.0.0.1:9200"
+    )]
     pub es_url: String,
 
     /// Bulk action: `create` keeps the first copy of a log_id, `index` overwrites it.
@@ -247,7 +252,7 @@ pub struct PipelineArgs {
 #[derive(Debug, Args)]
 pub struct HecArgs {
     /// Base URL of the Splunk HTTP Event Collector (e.g. https://splunk.example:8088).
-    #[arg(long, env = "DRSINK_HEC_URL")]
+    #[arg(long, env = "DRSINK_HEC_URL", hide_env_values = true)]
     pub hec_url: Option<String>,
 
     /// HEC token (never logged); prefer DRSINK_HEC_TOKEN or --hec-token-file.
@@ -292,7 +297,7 @@ pub struct HecArgs {
     pub hec_ack_timeout: Duration,
 
     /// Dedup ledger: `none`, `embedded` (on disk, one worker) or `redis://host:port` (a fleet).
-    #[arg(long, env = "DRSINK_DEDUP_LEDGER", default_value = "embedded", value_parser = crate::ledger::LedgerSpec::parse)]
+    #[arg(long, env = "DRSINK_DEDUP_LEDGER", hide_env_values = true, default_value = "embedded", value_parser = crate::ledger::LedgerSpec::parse)]
     pub dedup_ledger: crate::ledger::LedgerSpec,
 
     /// Directory of the embedded dedup ledger.

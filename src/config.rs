@@ -130,8 +130,15 @@ pub struct Entries {
 pub fn to_env(path: &Path, text: &str, command: Option<&str>) -> Result<Entries, String> {
     let file = path.display();
     let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        // Where, but not the line itself: it may hold a secret.
+        let at = e.span().map_or(String::new(), |span| {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |n| n + 1) + 1;
+            format!(" at line {line}, column {column}")
+        });
         format!(
-            "configuration file {file} is not valid TOML: {}",
+            "configuration file {file} is not valid TOML{at}: {}",
             e.message()
         )
     })?;
@@ -457,6 +464,10 @@ bucket = "archive"
         assert!(err.contains("tables are not allowed"), "{err}");
         let err = env("queue_url = ", Some("worker")).unwrap_err();
         assert!(err.contains("not valid TOML"), "{err}");
+        // Where it broke, never the line itself (it may hold a secret).
+        let err = env("queue_url = \"q\"\nes_password = \"hunter2", Some("worker")).unwrap_err();
+        assert!(err.contains("not valid TOML at line 2, column "), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
     }
 
     #[test]

@@ -2,15 +2,20 @@
 
 /// A URL (or any value that may hold one) fit for messages: credentials in
 /// it, `scheme://user:password@host…`, become `scheme://(redacted)@host…`.
+/// Everything up to the last `@` is taken out, since a password may hold
+/// `/`, `?` or `#` unencoded (the URL is then invalid, and the error that
+/// says so must not show it). Without a scheme, `user:password@host` is
+/// redacted the same way, and a value such as `@timestamp` is left alone.
 pub fn url(value: &str) -> String {
-    let Some(scheme_end) = value.find("://") else {
-        return value.to_owned();
+    let (scheme, rest) = match value.find("://") {
+        Some(end) => (&value[..end + 3], &value[end + 3..]),
+        None => ("", value),
     };
-    let rest = &value[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{}://(redacted)@{}", &value[..scheme_end], &rest[at + 1..]),
-        None => value.to_owned(),
+    match rest.rfind('@') {
+        Some(at) if !scheme.is_empty() || rest[..at].contains(':') => {
+            format!("{scheme}(redacted)@{}", &rest[at + 1..])
+        }
+        _ => value.to_owned(),
     }
 }
 
@@ -87,7 +92,20 @@ mod tests {
             super::url("redis://:pw@cache:6379"),
             "redis://(redacted)@cache:6379"
         );
-        assert_eq!(super::url("http://host:9200/a@b"), "http://host:9200/a@b");
-        assert_eq!(super::url("logs-%Y"), "logs-%Y");
+        // A password holding `/`, `?` or `#`, or given without a scheme.
+        assert_eq!(
+            super::url("http://u:hun/ter2@h:9200/"),
+            "http://(redacted)@h:9200/"
+        );
+        assert_eq!(
+            super::url("rediss://u:p#w?x@cache:6379"),
+            "rediss://(redacted)@cache:6379"
+        );
+        assert_eq!(super::url("u:hunter2@h:9200"), "(redacted)@h:9200");
+        // Rather too much than too little: an `@` in a path is taken out too.
+        assert_eq!(super::url("http://host:9200/a@b"), "http://(redacted)@b");
+        for plain in ["logs-%Y", "@timestamp", "http://host:9200/", "user@host"] {
+            assert_eq!(super::url(plain), plain);
+        }
     }
 }

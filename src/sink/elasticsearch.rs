@@ -48,6 +48,13 @@ impl Elasticsearch {
     ) -> Result<Self, String> {
         let base = reqwest::Url::parse(url)
             .map_err(|e| format!("--es-url `{}` is not a valid URL: {e}", redact(url)))?;
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(format!(
+                "--es-url `{}` must be an http:// or https:// URL, not {}://",
+                redact(url),
+                base.scheme()
+            ));
+        }
         let client = connection.client(timeout)?;
         Ok(Elasticsearch {
             client,

@@ -131,6 +131,13 @@ impl SplunkHec {
                 redact(&settings.url)
             )
         })?;
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(format!(
+                "--hec-url `{}` must be an http:// or https:// URL, not {}://",
+                redact(&settings.url),
+                base.scheme()
+            ));
+        }
         if settings.token.expose().is_empty() {
             return Err("the HEC token is empty".to_owned());
         }
@@ -680,7 +687,10 @@ impl Sink for SplunkHec {
         match response.status().as_u16() {
             200..=299 => {}
             503 => {
-                tracing::warn!(hec = %hec, "Splunk HEC reports itself unhealthy (HTTP 503); sends will be retried")
+                return Err(format!(
+                    "Splunk HEC at {hec} reports itself unhealthy (HTTP 503 to {HEALTH_PATH}): its \
+                     queues are full or its indexers are down"
+                ))
             }
             status => {
                 return Err(format!(
@@ -698,14 +708,21 @@ impl Sink for SplunkHec {
             .await
             .map_err(|e| format!("cannot reach Splunk HEC at {hec}: {}", transport_error(e)))?;
         let status = response.status().as_u16();
-        if matches!(status, 401 | 403) {
-            let text = response.bytes().await.unwrap_or_default();
-            let reply: Option<Reply> = serde_json::from_slice(&text).ok();
-            return Err(self
-                .failure(Failure::Token, status, reply.as_ref(), &text)
-                .to_string());
+        match status {
+            // 400 "No data" (code 5): the token was taken.
+            200..=299 | 400 => Ok(()),
+            401 | 403 => {
+                let text = response.bytes().await.unwrap_or_default();
+                let reply: Option<Reply> = serde_json::from_slice(&text).ok();
+                Err(self
+                    .failure(Failure::Token, status, reply.as_ref(), &text)
+                    .to_string())
+            }
+            status => Err(format!(
+                "Splunk HEC at {hec} answered HTTP {status} to an empty request to {EVENT_PATH} \
+                 (a working HEC answers 400 \"No data\")"
+            )),
         }
-        Ok(())
     }
 }
 

@@ -29,7 +29,9 @@ Faults, set by the test at run time: `busy_next` (answer that many event request
 `fields.log_id` is listed are answered as malformed, code 6), `allowed_indexes`
 (when set, an event naming another index ends the request with 400 code 7
 "Incorrect index" and its `invalid-event-number`, as Splunk answers a token that
-may not write there), `max_content_length`.
+may not write there), `unhealthy` (the health endpoint answers 503 code 18 "HEC is
+unhealthy, queues are full" and every event request 503 code 9 "Server is busy"),
+`max_content_length`.
 """
 from __future__ import annotations
 
@@ -56,6 +58,7 @@ class HecReceiver:
         self.busy_next = 0
         self.invalid_log_ids: set[str] = set()
         self.allowed_indexes: set[str] | None = None
+        self.unhealthy = False
         self.lock = threading.Lock()
         self.events: list[dict] = []
         self.requests = 0          # event requests, of any outcome
@@ -199,7 +202,10 @@ class HecReceiver:
             def do_GET(self) -> None:
                 path = urllib.parse.urlsplit(self.path).path.rstrip("/")
                 if path in ("/services/collector/health", "/services/collector/health/1.0"):
-                    self._reply(200, {"text": "HEC is healthy", "code": 17})
+                    if receiver.unhealthy:
+                        self._reply(503, {"text": "HEC is unhealthy, queues are full", "code": 18})
+                    else:
+                        self._reply(200, {"text": "HEC is healthy", "code": 17})
                 else:
                     self._reply(404, {"text": "The requested URL was not found on this server.", "code": 404})
 
@@ -241,7 +247,7 @@ class HecReceiver:
                         receiver.requests += 1  # not counting empty probes
                     if body is not raw:
                         receiver.gzip_requests += 1
-                    busy = body.strip() and receiver.busy_next > 0
+                    busy = receiver.unhealthy or (body.strip() and receiver.busy_next > 0)
                     if busy:
                         receiver.busy_next -= 1
                         receiver.busy_answers += 1

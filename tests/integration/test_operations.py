@@ -160,6 +160,11 @@ def test_check_uses_the_hec_sinks_check(run_drsink, tmp_path):
         assert rc != 0
         assert "FAIL  sink" in out, out
         assert HEC_TOKEN not in out + err
+        # A HEC that answers 503 everywhere is not a usable sink.
+        hec.unhealthy = True
+        rc, out, err, _ = run_drsink(*args, env={"DRSINK_HEC_TOKEN": HEC_TOKEN})
+        assert rc != 0
+        assert "FAIL  sink" in out and "reports itself unhealthy (HTTP 503" in out, out
 
 
 def write_config(tmp_path, text: str):
@@ -240,6 +245,38 @@ def test_invalid_configuration_is_rejected_at_start(run_drsink, tmp_path, text, 
     assert rc == 2
     assert str(config) in err and expected in err, err
     assert out == ""
+
+
+def test_secrets_in_urls_stay_out_of_help_and_errors(run_drsink, tmp_path):
+    """A URL carrying user:password (in the environment, in a file, without a scheme, or
+    with a password holding `/`) never shows in --help, errors or the configuration."""
+    env = {"DRSINK_ES_URL": f"https://elastic:{SECRET}@search.example:9200",
+           "DRSINK_DEDUP_LEDGER": f"redis://:{SECRET}@cache:6379",
+           "DRSINK_HEC_URL": f"https://u:{SECRET}@hec.example:8088",
+           "DRSINK_QUEUE_URL": f"https://u:{SECRET}@sqs.example/1/q"}
+    rc, out, err, _ = run_drsink("worker", "--help", env=env)
+    assert rc == 0 and "--es-url" in out
+    assert SECRET not in out + err
+    config = write_config(tmp_path, f'es_url = "https://elastic:{SECRET}@search.example:9200"\n')
+    rc, out, err, _ = run_drsink("worker", "--config", str(config), "--help", env={})
+    assert rc == 0 and SECRET not in out + err
+    for url in (f"elastic:{SECRET}@127.0.0.1:9", f"http://elastic:hun/{SECRET}@127.0.0.1:9"):
+        rc, out, err, _ = run_drsink("worker", "--queue-url", "https://sqs.example/1/q", "--es-url", url, env={})
+        assert rc != 0 and "--es-url" in err and SECRET not in out + err, err
+        rc, out, err, _ = run_drsink("config", "worker", "--queue-url", "https://sqs.example/1/q", "--es-url", url,
+                                     env={})
+        assert rc == 0 and SECRET not in out + err and "(redacted)@" in out, out
+
+
+@pytest.mark.parametrize("flag, url", [("--es-url", "localhost:9200"), ("--es-url", "ftp://h:9200"),
+                                       ("--hec-url", "hec.example:8088")])
+def test_a_sink_url_without_http_is_refused_at_start(run_drsink, tmp_path, flag, url):
+    args = ["worker", "--queue-url", "https://sqs.example/1/q", flag, url]
+    if flag == "--hec-url":
+        args += ["--sink", "splunk-hec", "--dedup-ledger-path", str(tmp_path / "ledger")]
+    rc, out, err, _ = run_drsink(*args, env={"DRSINK_HEC_TOKEN": HEC_TOKEN})
+    assert rc != 0
+    assert f"{flag} `{url}` must be an http:// or https:// URL, not " in err, err
 
 
 def test_config_output_redacts_secrets(run_drsink, tmp_path):
