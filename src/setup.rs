@@ -270,8 +270,15 @@ pub fn covers(installed: &Value, desired: &Value) -> bool {
     }
 }
 
-/// `GET /`: Elasticsearch or OpenSearch, and which version.
+/// `GET /`: Elasticsearch or OpenSearch, and which version. OpenSearch
+/// Serverless has no `GET /` (and no versions).
 pub async fn detect(es: &Elasticsearch) -> Result<Cluster, String> {
+    if es.is_serverless() {
+        return Ok(Cluster {
+            flavour: Flavour::OpenSearch,
+            version: "Serverless".to_owned(),
+        });
+    }
     let (status, body) = es.admin(Method::GET, "", &[], None).await?;
     if !(200..300).contains(&status) {
         return Err(format!(

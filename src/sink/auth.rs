@@ -148,6 +148,12 @@ pub struct EsConnection {
 }
 
 impl EsConnection {
+    /// Whether the cluster is OpenSearch Serverless (`--es-aws-service aoss`),
+    /// which answers only index-level APIs (`GET /` is a 404 there).
+    pub fn is_serverless(&self) -> bool {
+        matches!(&self.auth, EsAuth::SigV4(signer) if signer.service == AwsService::Aoss)
+    }
+
     /// Whether a client certificate (`--es-client-cert`) is presented.
     pub fn has_client_certificate(&self) -> bool {
         self.identity.is_some()

@@ -80,6 +80,24 @@ impl Elasticsearch {
         self.client.execute(request).await.map_err(transport_error)
     }
 
+    /// What the start-up check and `/readyz` ask: `GET /`, or on OpenSearch
+    /// Serverless (which has no `GET /`) the index names.
+    fn probe(&self) -> reqwest::Url {
+        match self.connection.is_serverless() {
+            true => {
+                let mut url = self.endpoint("_cat/indices");
+                url.set_query(Some("h=index"));
+                url
+            }
+            false => self.base.clone(),
+        }
+    }
+
+    /// Whether the cluster is OpenSearch Serverless.
+    pub fn is_serverless(&self) -> bool {
+        self.connection.is_serverless()
+    }
+
     /// One administrative request (`drsink setup`, `drsink check`) with this
     /// sink's client and credentials: the HTTP status and the JSON body
     /// (`null` when the body is empty or not JSON).
@@ -347,7 +365,7 @@ impl Sink for Elasticsearch {
 
     async fn check(&self) -> Result<(), String> {
         let response = self
-            .execute(self.client.get(self.base.clone()))
+            .execute(self.client.get(self.probe()))
             .await
             .map_err(|e| {
                 // With TLS 1.3 a server that demands a client certificate
