@@ -16,6 +16,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
+use tracing::Instrument;
 
 use crate::aws::describe;
 use crate::dead_letter::DeadLetter;
@@ -128,8 +129,11 @@ impl Worker {
             if self.shutdown.stop.is_cancelled() {
                 if let Ok(messages) = &received {
                     for message in messages {
-                        self.release(message.receipt_handle().unwrap_or_default())
-                            .await;
+                        self.release(
+                            message.message_id().unwrap_or("(no id)"),
+                            message.receipt_handle().unwrap_or_default(),
+                        )
+                        .await;
                     }
                 }
                 break;
@@ -236,21 +240,27 @@ impl Worker {
             }
         };
 
-        let heartbeat = self.heartbeat(receipt.clone());
-        let mut outcome = Ok(());
-        for object in &objects {
-            if let Err(e) = self.pipeline.process(object).await {
-                outcome = Err((object, e));
-                break;
+        let heartbeat = self.heartbeat(receipt.clone(), id.clone());
+        // Whatever is logged while its objects are read and sent (a retried
+        // bulk request, a corrupt stream) names the message.
+        let outcome = async {
+            for object in &objects {
+                self.pipeline
+                    .process(object)
+                    .await
+                    .map_err(|e| (object, e))?;
             }
+            Ok(())
         }
+        .instrument(tracing::info_span!("message", message_id = %id))
+        .await;
         drop(heartbeat);
 
         match outcome {
             Ok(()) => self.delete(&id, &receipt).await,
             Err((_, ObjectError::Undelivered(Undelivered::Interrupted))) => {
                 tracing::info!(message_id = %id, "shutdown before message {id} was acknowledged; it goes back to the queue");
-                self.release(&receipt).await;
+                self.release(&id, &receipt).await;
             }
             Err((_, ObjectError::Undelivered(Undelivered::Fatal(reason)))) => {
                 self.fail(reason);
@@ -322,7 +332,7 @@ impl Worker {
     }
 
     /// Makes a message this worker gives up visible to the fleet at once.
-    async fn release(&self, receipt: &str) {
+    async fn release(&self, id: &str, receipt: &str) {
         let released = self
             .sqs
             .change_message_visibility()
@@ -333,14 +343,14 @@ impl Worker {
             .await;
         if let Err(e) = released {
             // It comes back after its visibility timeout instead.
-            tracing::warn!("releasing a message failed: {}", describe(&e));
+            tracing::warn!(message_id = %id, "releasing message {id} failed: {}", describe(&e));
         }
     }
 
     /// Extends the message's visibility ahead of its expiry until aborted.
     /// Each extension is only the queue's own timeout, so the messages of a
     /// killed worker come back to the fleet within that time.
-    fn heartbeat(&self, receipt: String) -> AbortOnDropHandle<()> {
+    fn heartbeat(&self, receipt: String, id: String) -> AbortOnDropHandle<()> {
         let sqs = self.sqs.clone();
         let queue_url = self.settings.queue_url.clone();
         let visibility = self.visibility;
@@ -359,9 +369,11 @@ impl Worker {
                     .await;
                 match extended {
                     Ok(_) => metrics.visibility_extended(),
-                    Err(e) => {
-                        tracing::warn!("extending message visibility failed: {}", describe(&e))
-                    }
+                    Err(e) => tracing::warn!(
+                        message_id = %id,
+                        "extending the visibility of message {id} failed: {}",
+                        describe(&e)
+                    ),
                 }
             }
         }))

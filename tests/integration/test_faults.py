@@ -62,8 +62,12 @@ def test_throttling_retries_only_the_rejected(aws, pipeline, search, fault_proxy
     indexed exactly once, and only what was refused is sent again."""
     ids = put_objects(aws, pipeline, "thr", objects=4, records=50)
     fault_proxy.configure(request_fail_share=0.25, item_reject_share=0.3)
-    summary = ok(run_worker(pipeline.queue_url, "--batch-records", "10", "--max-retry-interval", "0.2",
-                            es_url=fault_proxy.url))
+    result = run_worker(pipeline.queue_url, "--batch-records", "10", "--max-retry-interval", "0.2",
+                        es_url=fault_proxy.url)
+    summary = ok(result)
+    # Each retry's warning names the message whose object it was sending.
+    retries = [line for line in result.stderr.splitlines() if "bulk request failed; retrying" in line]
+    assert retries and all("message_id=" in line for line in retries), retries[:3]
     assert_exactly_once(search, ids)
     assert aws.queue_depth(pipeline.queue_url) == 0
     assert fault_proxy.stats["rejected_items"] > 0 and fault_proxy.stats["failed_requests"] > 0
