@@ -274,11 +274,10 @@ impl<'a> ObjectDecoder<'a> {
                 continue;
             }
             let parsed = self.parser.parse_line(text, position);
-            if matches!(parsed, Err(RecordError::NotObject(_))) {
-                if let Some(objects) = concatenated(text) {
-                    self.take_objects(run, &objects, number, offset)?;
-                    continue;
-                }
+            if matches!(parsed, Err(RecordError::NotObject(_)))
+                && self.take_concatenated(run, text, number, offset)?
+            {
+                continue;
             }
             run.take(parsed, text, position, offset)?;
         }
@@ -299,10 +298,10 @@ impl<'a> ObjectDecoder<'a> {
         if self.format == Format::Auto && text.trim_ascii_start().starts_with(b"{") {
             match self.parser.parse_line(text, position) {
                 Ok(parsed) => return run.take(Ok(parsed), text, position, offset),
-                Err(RecordError::NotObject(_)) => {
-                    if let Some(objects) = concatenated(text) {
-                        return self.take_objects(run, &objects, position.line, offset);
-                    }
+                Err(RecordError::NotObject(_))
+                    if self.take_concatenated(run, text, position.line, offset)? =>
+                {
+                    return Ok(())
                 }
                 Err(_) => {}
             }
@@ -310,16 +309,19 @@ impl<'a> ObjectDecoder<'a> {
         run.take(self.parser.text(text, position), text, position, offset)
     }
 
-    /// The objects of one line that held several (see `concatenated`), each
-    /// an entry of the line.
+    /// The objects of a line that holds several (see `concatenated`), each
+    /// an entry of the line; `false` (nothing taken) when it does not.
     #[inline(never)]
-    fn take_objects<E: FnMut(Chunk) -> Result<(), String>>(
+    fn take_concatenated<E: FnMut(Chunk) -> Result<(), String>>(
         &self,
         run: &mut Run<'_, '_, E>,
-        objects: &[(Vec<u8>, u64)],
+        text: &[u8],
         line: u64,
         offset: u64,
-    ) -> Result<(), DecodeError> {
+    ) -> Result<bool, DecodeError> {
+        let Some(objects) = concatenated(text) else {
+            return Ok(false);
+        };
         for (entry, (object, at)) in objects.iter().enumerate() {
             let position = Position {
                 line,
@@ -332,7 +334,7 @@ impl<'a> ObjectDecoder<'a> {
                 offset + at,
             )?;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// JSON streams; returns the error that broke the stream, if any.

@@ -84,26 +84,24 @@ impl std::str::FromStr for Secret {
 mod tests {
     #[test]
     fn credentials_in_urls_are_redacted() {
-        assert_eq!(
-            super::url("http://u:secret@localhost:9200/"),
-            "http://(redacted)@localhost:9200/"
-        );
-        assert_eq!(
-            super::url("redis://:pw@cache:6379"),
-            "redis://(redacted)@cache:6379"
-        );
-        // A password holding `/`, `?` or `#`, or given without a scheme.
-        assert_eq!(
-            super::url("http://u:hun/ter2@h:9200/"),
-            "http://(redacted)@h:9200/"
-        );
-        assert_eq!(
-            super::url("rediss://u:p#w?x@cache:6379"),
-            "rediss://(redacted)@cache:6379"
-        );
-        assert_eq!(super::url("u:hunter2@h:9200"), "(redacted)@h:9200");
-        // Rather too much than too little: an `@` in a path is taken out too.
-        assert_eq!(super::url("http://host:9200/a@b"), "http://(redacted)@b");
+        for (value, shown) in [
+            (
+                "http://u:secret@localhost:9200/",
+                "http://(redacted)@localhost:9200/",
+            ),
+            ("redis://:pw@cache:6379", "redis://(redacted)@cache:6379"),
+            // A password holding `/`, `?` or `#`, or given without a scheme.
+            ("http://u:hun/ter2@h:9200/", "http://(redacted)@h:9200/"),
+            (
+                "rediss://u:p#w?x@cache:6379",
+                "rediss://(redacted)@cache:6379",
+            ),
+            ("u:hunter2@h:9200", "(redacted)@h:9200"),
+            // Rather too much than too little: an `@` in a path is taken out too.
+            ("http://host:9200/a@b", "http://(redacted)@b"),
+        ] {
+            assert_eq!(super::url(value), shown);
+        }
         for plain in ["logs-%Y", "@timestamp", "http://host:9200/", "user@host"] {
             assert_eq!(super::url(plain), plain);
         }

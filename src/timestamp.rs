@@ -39,11 +39,7 @@ pub fn parse(raw: &[u8]) -> Option<i64> {
 /// `None` sends the text to chrono (leap seconds, lowercase or space
 /// separators, escapes, anything unusual).
 fn rfc3339_fast(t: &[u8]) -> Option<i64> {
-    let digits = |range: std::ops::Range<usize>| -> Option<i64> {
-        t.get(range)?.iter().try_fold(0i64, |n, &b| {
-            b.is_ascii_digit().then(|| n * 10 + i64::from(b - b'0'))
-        })
-    };
+    let digits = |range| digits(t, range);
     if t.len() < 20 || [t[4], t[7], t[10], t[13], t[16]] != *b"--T::" {
         return None;
     }
@@ -90,9 +86,17 @@ fn rfc3339_fast(t: &[u8]) -> Option<i64> {
     Some(seconds * 1_000 + millis)
 }
 
-/// Days since 1970-01-01 of a valid `YYYY-MM-DD`. The records of one
-/// object nearly always share their date, so the last one is remembered
-/// (per thread: each object is decoded on one).
+/// The decimal number `t[range]` spells, if it is all digits.
+fn digits(t: &[u8], range: std::ops::Range<usize>) -> Option<i64> {
+    t.get(range)?.iter().try_fold(0i64, |n, &b| {
+        b.is_ascii_digit().then(|| n * 10 + i64::from(b - b'0'))
+    })
+}
+
+/// Days since 1970-01-01 of a valid `YYYY-MM-DD` (its separators checked
+/// by the caller). The records of one object nearly always share their
+/// date, so the last one is remembered (per thread: each object is decoded
+/// on one).
 fn days_of_date(date: [u8; 10]) -> Option<i64> {
     thread_local! {
         static LAST: std::cell::Cell<Option<([u8; 10], i64)>> = const { std::cell::Cell::new(None) };
@@ -102,18 +106,9 @@ fn days_of_date(date: [u8; 10]) -> Option<i64> {
             return Some(days);
         }
     }
-    let digits = |range: std::ops::Range<usize>| -> Option<i64> {
-        date[range].iter().try_fold(0i64, |n, &b| {
-            b.is_ascii_digit().then(|| n * 10 + i64::from(b - b'0'))
-        })
-    };
+    let digits = |range| digits(&date, range);
     let (year, month, day) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
-    if date[4] != b'-'
-        || date[7] != b'-'
-        || !(1..=12).contains(&month)
-        || day < 1
-        || day > days_in_month(year, month)
-    {
+    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
         return None;
     }
     let days = days_from_civil(year, month, day);

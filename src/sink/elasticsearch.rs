@@ -46,15 +46,7 @@ impl Elasticsearch {
         indices: IndexPattern,
         connection: EsConnection,
     ) -> Result<Self, String> {
-        let base = reqwest::Url::parse(url)
-            .map_err(|e| format!("--es-url `{}` is not a valid URL: {e}", redact(url)))?;
-        if !matches!(base.scheme(), "http" | "https") {
-            return Err(format!(
-                "--es-url `{}` must be an http:// or https:// URL, not {}://",
-                redact(url),
-                base.scheme()
-            ));
-        }
+        let base = super::base_url("--es-url", url)?;
         let client = connection.client(timeout)?;
         Ok(Elasticsearch {
             client,

@@ -15,6 +15,7 @@ use bytes::Bytes;
 
 use crate::notification::ObjectRef;
 use crate::records::Record;
+use crate::redact;
 
 /// What became of one item of a request.
 #[derive(Debug, Clone, PartialEq)]
@@ -77,6 +78,19 @@ pub trait Sink: Send + Sync {
 }
 
 /// `path` under a base URL that may itself have a path (a proxy prefix).
+/// The base URL given to `flag`: valid, and `http://` or `https://`.
+fn base_url(flag: &str, url: &str) -> Result<reqwest::Url, String> {
+    let base = reqwest::Url::parse(url)
+        .map_err(|e| format!("{flag} `{}` is not a valid URL: {e}", redact::url(url)))?;
+    match base.scheme() {
+        "http" | "https" => Ok(base),
+        scheme => Err(format!(
+            "{flag} `{}` must be an http:// or https:// URL, not {scheme}://",
+            redact::url(url)
+        )),
+    }
+}
+
 fn endpoint(base: &reqwest::Url, path: &str) -> reqwest::Url {
     let mut url = base.clone();
     let joined = format!("{}/{path}", url.path().trim_end_matches('/'));

@@ -125,19 +125,7 @@ impl SplunkHec {
         ledger: Option<Arc<dyn Ledger>>,
         channel: String,
     ) -> Result<Self, String> {
-        let base = reqwest::Url::parse(&settings.url).map_err(|e| {
-            format!(
-                "--hec-url `{}` is not a valid URL: {e}",
-                redact(&settings.url)
-            )
-        })?;
-        if !matches!(base.scheme(), "http" | "https") {
-            return Err(format!(
-                "--hec-url `{}` must be an http:// or https:// URL, not {}://",
-                redact(&settings.url),
-                base.scheme()
-            ));
-        }
+        let base = super::base_url("--hec-url", &settings.url)?;
         if settings.token.expose().is_empty() {
             return Err("the HEC token is empty".to_owned());
         }
