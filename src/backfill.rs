@@ -19,7 +19,7 @@ use crate::dead_letter::DeadLetter;
 use crate::delivery::Undelivered;
 use crate::listing::{self, Listed, Selection};
 use crate::notification;
-use crate::pipeline::{ObjectError, Pipeline};
+use crate::pipeline::{ObjectError, ObjectOutcome, Pipeline};
 use crate::progress;
 use crate::stats::Stats;
 use crate::worker::Shutdown;
@@ -184,6 +184,8 @@ async fn replay(
 ) {
     let object = &listed.object;
     match pipeline.process(object).await {
+        // Not checkpointed: a rerun once it is restored replays it.
+        Ok(ObjectOutcome::Archived) => {}
         Ok(_) => {
             if let Some(checkpoint) = checkpoint {
                 if let Err(e) = checkpoint.record(&object.bucket, &object.key) {

@@ -220,7 +220,7 @@ struct StatsCollector(Arc<Stats>);
 impl Collector for StatsCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = &self.0;
-        let counters: [(&str, &str, &std::sync::atomic::AtomicU64); 13] = [
+        let counters: [(&str, &str, &std::sync::atomic::AtomicU64); 14] = [
             (
                 "drsink_records_indexed",
                 "Records written for the first time",
@@ -261,6 +261,11 @@ impl Collector for StatsCollector {
                 "drsink_objects_missing",
                 "Notified objects that no longer exist",
                 &s.missing_objects,
+            ),
+            (
+                "drsink_objects_archived",
+                "Notified objects in an archive tier, not restored (dead-lettered)",
+                &s.archived_objects,
             ),
             (
                 "drsink_objects_corrupt",

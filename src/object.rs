@@ -19,6 +19,11 @@ pub enum OpenError {
     /// The object was deleted (or never existed) after it was notified.
     #[error("{0} no longer exists")]
     Missing(String),
+    /// The object is in an archive tier (S3 Glacier Flexible Retrieval,
+    /// Deep Archive, an Intelligent-Tiering archive tier) and not restored:
+    /// no read succeeds until someone restores it.
+    #[error("{object} is archived ({class}) and not restored")]
+    Archived { object: String, class: String },
     #[error("cannot read {object}: {reason}")]
     Failed { object: String, reason: String },
 }
@@ -80,6 +85,18 @@ impl ObjectStore {
                 Some(GetObjectError::NoSuchKey(_)) => Err(OpenError::Missing(object.to_string())),
                 Some(e) if e.code() == Some("NoSuchVersion") => {
                     Err(OpenError::Missing(object.to_string()))
+                }
+                Some(GetObjectError::InvalidObjectState(e)) => {
+                    let class = e
+                        .storage_class()
+                        .map_or("an archive storage class", |c| c.as_str());
+                    Err(OpenError::Archived {
+                        object: object.to_string(),
+                        class: match e.access_tier() {
+                            Some(tier) => format!("{class}, {} tier", tier.as_str()),
+                            None => class.to_owned(),
+                        },
+                    })
                 }
                 _ => Err(OpenError::Failed {
                     object: object.to_string(),

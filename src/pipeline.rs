@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::io::SyncIoBridge;
 
 use crate::batch::{Batch, Limits};
+use crate::dead_letter::DeadLetter;
 use crate::decode::{Format, ObjectDecoder};
 use crate::delivery::{Delivery, Undelivered};
 use crate::notification::ObjectRef;
@@ -51,6 +52,9 @@ pub enum ObjectOutcome {
     Missing,
     /// The object is one of the dead-letter store's own.
     Own,
+    /// The object is archived and not restored: it is in the dead-letter
+    /// store, to be replayed once restored.
+    Archived,
 }
 
 /// Why an object is not fully accounted for; its message must stay queued.
@@ -82,6 +86,21 @@ impl Pipeline {
                 tracing::warn!(object = %object, "{what}; nothing to index");
                 Stats::add(&self.stats().missing_objects, 1);
                 return Ok(ObjectOutcome::Missing);
+            }
+            Err(e @ OpenError::Archived { .. }) => {
+                // Retrying cannot help until someone restores it, so it is
+                // recorded instead of going round the queue for days.
+                let reason = format!(
+                    "{e}: restore it (S3 RestoreObject), then replay it with `drsink backfill --bucket {} --prefix <its key>`",
+                    object.bucket
+                );
+                tracing::warn!(object = %object, "{reason}");
+                self.delivery
+                    .dead_letters
+                    .append(&[DeadLetter::new(object, reason)])
+                    .map_err(|e| ObjectError::Incomplete(e.to_string()))?;
+                Stats::add(&self.stats().archived_objects, 1);
+                return Ok(ObjectOutcome::Archived);
             }
             Err(e) => return Err(ObjectError::Incomplete(e.to_string())),
         };

@@ -33,6 +33,9 @@ counters! {
     objects,
     /// Objects notified but gone by the time they were read.
     missing_objects,
+    /// Objects in an archive tier, not restored: dead-lettered, to be
+    /// replayed once restored.
+    archived_objects,
     /// Non-blank lines (records) read.
     records,
     /// Records written for the first time.

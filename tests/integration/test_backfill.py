@@ -8,7 +8,7 @@ import time
 
 import requests
 
-from harness import gz, ndjson, ok, unique
+from harness import dead_letters, gz, ndjson, ok, unique
 
 DAYS = ["2026/11/19", "2026/11/20", "2026/11/21"]
 
@@ -44,6 +44,30 @@ def all_log_ids(aws, bucket):
         body = aws.s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
         ids += [json.loads(line)["log_id"] for line in gzip.decompress(body).splitlines()]
     return ids
+
+
+def test_archived_object_is_replayed_by_a_rerun_once_restored(aws, search, run_drsink,
+                                                              dead_letter_dir, tmp_path):
+    """A Glacier object is dead-lettered and left out of the checkpoint, so the rerun after
+    its restore indexes it, while the objects already done are skipped."""
+    bucket = archive(aws, "glacier", objects_per_day=1)
+    cold = "archive/2026/11/18/cold.ndjson.gz"
+    aws.s3.put_object(Bucket=bucket, Key=cold, StorageClass="GLACIER",
+                      Body=gz(ndjson([{"log_id": "cold-1"}, {"log_id": "cold-2"}])))
+    checkpoint = tmp_path / "checkpoint.ndjson"
+    args = backfill_args(search, bucket, "--checkpoint", str(checkpoint), dead_letter_dir=dead_letter_dir)
+    first = ok(run_drsink(*args))
+    assert (first["objects"], first["archived_objects"], first["failed"]) == (3, 1, 0)
+    letters = dead_letters(dead_letter_dir)
+    assert [(d["key"], "is archived (GLACIER) and not restored" in d["reason"]) for d in letters] == [(cold, True)]
+    assert "cold-1" not in search.count_by_log_id()
+
+    aws.s3.restore_object(Bucket=bucket, Key=cold, RestoreRequest={"Days": 1})
+    rerun = ok(run_drsink(*args))
+    assert (rerun["skipped"], rerun["objects"], rerun["archived_objects"]) == (3, 1, 0)
+    counts = search.count_by_log_id()
+    assert (counts["cold-1"], counts["cold-2"]) == (1, 1)
+    assert set(counts.values()) == {1}
 
 
 def test_replaying_twice_changes_nothing(aws, search, run_drsink, dead_letter_dir):

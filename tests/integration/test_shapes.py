@@ -318,6 +318,31 @@ def test_missing_object(aws, search, run_worker, dead_letter_dir):
     assert_no_dead_letters(summary, dead_letter_dir)
 
 
+def test_archived_object_is_dead_lettered_not_retried(aws, search, run_worker, dead_letter_dir):
+    """An object in Glacier or Deep Archive cannot be read until it is restored: each is
+    one dead letter naming its storage class and how to replay it, and its message is
+    deleted instead of coming back until the queue gives up on it."""
+    queue = make_queue(aws, "archived")
+    bucket = make_bucket(aws, "archived")
+    readable = put_ndjson(aws, bucket, "live/readable.ndjson", ["live-1", "live-2"])
+    archived = {"cold/glacier part.ndjson": "GLACIER", "cold/deep.ndjson": "DEEP_ARCHIVE"}
+    for key, storage_class in archived.items():
+        aws.s3.put_object(Bucket=bucket, Key=key, Body=ndjson([{"log_id": key}]),
+                          StorageClass=storage_class)
+    send(aws, queue, s3_event(*(s3_record(bucket, key) for key in [*archived, "live/readable.ndjson"])))
+    summary = ok(run_worker(queue))
+    assert (summary["archived_objects"], summary["objects"], summary["failed"]) == (2, 1, 0)
+    assert search.count_by_log_id() == {log_id: 1 for log_id in readable}
+    assert aws.queue_depth(queue) == 0
+    letters = {letter["key"]: letter for letter in dead_letters(dead_letter_dir)}
+    assert set(letters) == set(archived)
+    for key, storage_class in archived.items():
+        reason = letters[key]["reason"]
+        assert letters[key]["bucket"] == bucket and "record" not in letters[key]
+        assert f"is archived ({storage_class}) and not restored" in reason, reason
+        assert f"drsink backfill --bucket {bucket}" in reason, reason
+
+
 # --- compression ---------------------------------------------------------------------------
 
 def zst(*frames: bytes) -> bytes:
