@@ -292,11 +292,8 @@ pub fn redact(key: &str, value: &str) -> String {
             "(redacted)".to_owned()
         };
     }
-    value
-        .split(',')
-        .map(crate::redact::url)
-        .collect::<Vec<_>>()
-        .join(",")
+    // Whole: a password may hold a comma.
+    crate::redact::url(value)
 }
 
 /// `drsink config COMMAND [FLAGS]`: the effective configuration of that
@@ -368,7 +365,11 @@ pub fn print(args: &ConfigArgs) -> anyhow::Result<()> {
         } else if source.is_empty() || raw.is_empty() {
             format!("# {key} = (unset)")
         } else {
-            let value = redact(&key, &raw.join(","));
+            let value = raw
+                .iter()
+                .map(|one| redact(&key, one))
+                .collect::<Vec<_>>()
+                .join(",");
             format!("{key} = {}  # {source}", toml_string(&value))
         };
         out.push_str(&line);
@@ -510,6 +511,10 @@ bucket = "archive"
             "redis://(redacted)@cache:6379"
         );
         assert_eq!(redact("es_url", "http://host:9200"), "http://host:9200");
+        assert_eq!(
+            redact("es_url", "https://elastic:pa,ss@search:9200"),
+            "https://(redacted)@search:9200"
+        );
         assert_eq!(redact("index", "logs-%Y"), "logs-%Y");
     }
 }

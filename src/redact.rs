@@ -6,16 +6,35 @@
 /// `/`, `?` or `#` unencoded (the URL is then invalid, and the error that
 /// says so must not show it). Without a scheme, `user:password@host` is
 /// redacted the same way, and a value such as `@timestamp` is left alone.
+/// A password in the query (`redis+unix:///run/redis.sock?pass=…`, the only
+/// way to give one to a Unix socket) is redacted too.
 pub fn url(value: &str) -> String {
     let (scheme, rest) = match value.find("://") {
         Some(end) => (&value[..end + 3], &value[end + 3..]),
         None => ("", value),
     };
-    match rest.rfind('@') {
+    let shown = match rest.rfind('@') {
         Some(at) if !scheme.is_empty() || rest[..at].contains(':') => {
             format!("{scheme}(redacted)@{}", &rest[at + 1..])
         }
         _ => value.to_owned(),
+    };
+    match shown.split_once('?') {
+        Some((head, query)) if !scheme.is_empty() => {
+            let pairs: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((name, _))
+                        if ["pass", "password"].contains(&name.to_ascii_lowercase().as_str()) =>
+                    {
+                        format!("{name}=(redacted)")
+                    }
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            format!("{head}?{}", pairs.join("&"))
+        }
+        _ => shown,
     }
 }
 
@@ -99,6 +118,15 @@ mod tests {
             ("u:hunter2@h:9200", "(redacted)@h:9200"),
             // Rather too much than too little: an `@` in a path is taken out too.
             ("http://host:9200/a@b", "http://(redacted)@b"),
+            // A Unix socket's password, in the query.
+            (
+                "redis+unix:///run/r.sock?db=1&pass=hunter2",
+                "redis+unix:///run/r.sock?db=1&pass=(redacted)",
+            ),
+            (
+                "redis+unix:///run/r.sock?user=app&PASSWORD=x",
+                "redis+unix:///run/r.sock?user=app&PASSWORD=(redacted)",
+            ),
         ] {
             assert_eq!(super::url(value), shown);
         }

@@ -260,9 +260,10 @@ def test_secrets_in_urls_stay_out_of_help_and_errors(run_drsink, tmp_path):
     config = write_config(tmp_path, f'es_url = "https://elastic:{SECRET}@search.example:9200"\n')
     rc, out, err, _ = run_drsink("worker", "--config", str(config), "--help", env={})
     assert rc == 0 and SECRET not in out + err
-    for url in (f"elastic:{SECRET}@127.0.0.1:9", f"http://elastic:hun/{SECRET}@127.0.0.1:9"):
+    for url in (f"elastic:{SECRET}@127.0.0.1:9", f"http://elastic:hun/{SECRET}@127.0.0.1:9",
+                f"http://elastic:pa,{SECRET}@127.0.0.1:9"):
         rc, out, err, _ = run_drsink("worker", "--queue-url", "https://sqs.example/1/q", "--es-url", url, env={})
-        assert rc != 0 and "--es-url" in err and SECRET not in out + err, err
+        assert rc != 0 and ("--es-url" in err or "cannot reach" in err) and SECRET not in out + err, err
         rc, out, err, _ = run_drsink("config", "worker", "--queue-url", "https://sqs.example/1/q", "--es-url", url,
                                      env={})
         assert rc == 0 and SECRET not in out + err and "(redacted)@" in out, out
@@ -293,6 +294,16 @@ es_url = "https://elastic:{SECRET}@search.example:9200"
     assert 'hec_token = "(redacted)"  # env' in out, out
     assert 'dedup_ledger = "redis://(redacted)@cache:6379"  # flag' in out, out
     assert 'sink = "splunk-hec"  # flag' in out, out
+
+    # A Unix socket's password is given in the query.
+    ledger = f"redis+unix://{tmp_path}/none.sock?db=0&pass={SECRET}"
+    rc, out, err, _ = run_drsink("config", "worker", "--queue-url", "https://sqs.example/1/q",
+                                 "--sink", "splunk-hec", "--dedup-ledger", ledger, env={"DRSINK_HEC_TOKEN": HEC_TOKEN})
+    assert rc == 0 and SECRET not in out + err and "pass=(redacted)" in out, out
+    rc, out, err, _ = run_drsink("worker", "--queue-url", "https://sqs.example/1/q", "--sink", "splunk-hec",
+                                 "--hec-url", "http://127.0.0.1:9", "--dedup-ledger", ledger,
+                                 env={"DRSINK_HEC_TOKEN": HEC_TOKEN})
+    assert rc != 0 and "dedup ledger" in err and SECRET not in out + err, err
 
     # Nor does a failing run print it.
     config.write_text(f'es_url = "https://elastic:{SECRET}@search.invalid:9200"\n')
