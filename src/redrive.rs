@@ -337,14 +337,15 @@ impl<'a> RedriveFile<'a> {
                 raw.push(b'\n');
             }
             if self.stopped || shutdown.stop.is_cancelled() {
-                self.stopped = true;
+                self.stop_filling()?;
                 self.keep_raw(&raw)?;
                 continue;
             }
             self.entry(&raw).await?;
         }
-        if !self.stopped {
-            self.flush_batch().await?;
+        match self.stopped || shutdown.stop.is_cancelled() {
+            true => self.stop_filling()?,
+            false => self.flush_batch().await?,
         }
         self.write_kept()?;
         Ok(if self.stopped {
@@ -427,6 +428,18 @@ impl<'a> RedriveFile<'a> {
                 bail!("redriving {}: {e}", self.name)
             }
         }
+    }
+
+    /// Nothing more is submitted: the batch being filled was never sent, so
+    /// its entries are kept as they were.
+    fn stop_filling(&mut self) -> anyhow::Result<()> {
+        self.stopped = true;
+        if self.builder.is_empty() {
+            return Ok(());
+        }
+        let entries = self.builder.take().entries.len() as u64;
+        let raw = std::mem::take(&mut self.pending_raw);
+        self.keep_raw_many(&raw, entries)
     }
 
     fn keep_raw(&mut self, raw: &[u8]) -> anyhow::Result<()> {

@@ -8,6 +8,7 @@ from the test suite's own FaultProxy (faultproxy.py) in front of the real server
 from stopping the server itself. Queues get a 2 s visibility timeout where messages
 must come back quickly (after a kill, or a receive cut short by SIGTERM)."""
 import json
+import os
 import signal
 import time
 from pathlib import Path
@@ -265,6 +266,38 @@ def test_mapping_conflict_dead_letters_then_redrive(aws, pipeline, search, run_w
     assert (fixed["records"], fixed["indexed"], fixed["duplicates"], fixed["dead_lettered"]) == (3, 3, 0, 0)
     assert_exactly_once(search, [r["log_id"] for r in records])
     assert dead_letters(dead_letter_dir) == [object_fault]
+
+
+def test_redrive_stopped_while_filling_a_batch_keeps_it(search, start_drsink, tmp_path):
+    """SIGTERM while a redrive is still reading its file, with a batch filled but not sent:
+    every entry is either indexed or kept in the store, none is lost with the old file."""
+    source = tmp_path / "letters"
+    source.mkdir()
+    ids = [f"stopped-{i:06d}" for i in range(150_000)]
+    with (source / "dead-letter-old.ndjson").open("w") as f:
+        for n, log_id in enumerate(ids):
+            f.write(json.dumps({"reason": "rejected by the sink: test", "bucket": "b", "key": "k.ndjson",
+                                "line": n + 1, "record": json.dumps({"log_id": log_id, "@timestamp": TIMESTAMP})})
+                    + "\n")
+    store = tmp_path / "store"
+    proc = start_drsink("redrive", "--from", str(source), "--dead-letter", str(store), "--es-url", search.url,
+                        "--index", f"{search.prefix}-%Y.%m.%d", "--fallback-index", f"{search.prefix}-undated",
+                        "--batch-records", "1000000", "--batch-bytes", "1000000000")
+    # Stop it once it has the file open, while it reads.
+    deadline = time.monotonic() + 30
+    while not any("dead-letter-old" in os.readlink(fd) for fd in Path(f"/proc/{proc.proc.pid}/fd").iterdir()
+                  if fd.is_symlink()):
+        assert proc.running() and time.monotonic() < deadline
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)
+    rc, out, err, _ = proc.wait()
+    assert rc != 0 and "interrupted" in err, err
+    assert not list(source.glob("*.ndjson"))
+    kept = [json.loads(e["record"])["log_id"] for e in dead_letters(store)]
+    search.refresh()
+    indexed = search.count_by_log_id()
+    assert len(kept) == len(set(kept)) and set(indexed.values()) <= {1}
+    assert set(kept) | set(indexed) == set(ids), (len(kept), len(indexed))
 
 
 def test_visibility_shorter_than_processing(aws, pipeline, search, fault_proxy, worker_args, start_drsink):
