@@ -264,12 +264,15 @@ impl DeadLetterStore {
     }
 }
 
-/// `dead-letter-<time>-<pid>`: unique per process start.
+/// `dead-letter-<time>-<pid>-<random>`: unique across a fleet, where every
+/// container's drsink may be PID 1 and start in the same millisecond, and
+/// two writers of one S3 prefix must never replace each other's objects.
 fn file_stem() -> String {
     format!(
-        "dead-letter-{}-{}",
+        "dead-letter-{}-{}-{:016x}",
         chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"),
-        std::process::id()
+        std::process::id(),
+        rand::random::<u64>()
     )
 }
 
@@ -281,11 +284,18 @@ fn create_file(dir: &Path) -> io::Result<File> {
         )
     };
     fs::create_dir_all(dir).map_err(context)?;
+    // Locked for as long as this process writes to it, and named `.ndjson`
+    // only once locked: a redrive takes only files nobody holds, since it
+    // removes what it has read, and appends to a removed file are lost.
+    let stem = file_stem();
+    let open = dir.join(format!("{stem}.open"));
     let file = OpenOptions::new()
-        .create(true)
+        .create_new(true)
         .append(true)
-        .open(dir.join(format!("{}.ndjson", file_stem())))
+        .open(&open)
         .map_err(context)?;
+    file.lock().map_err(context)?;
+    fs::rename(&open, dir.join(format!("{stem}.ndjson"))).map_err(context)?;
     // The new file's name must be durable too, or a crash could lose it
     // after the messages it accounts for were deleted.
     File::open(dir)
@@ -343,7 +353,14 @@ mod tests {
         store.append(&[DeadLetter::new(&object, "second")]).unwrap();
         let files: Vec<_> = fs::read_dir(&dir).unwrap().collect();
         assert_eq!(files.len(), 1);
-        let text = fs::read_to_string(files[0].as_ref().unwrap().path()).unwrap();
+        let path = files[0].as_ref().unwrap().path();
+        assert_eq!(path.extension().unwrap(), "ndjson");
+        // Held by the writer, so a redrive leaves it alone.
+        assert!(matches!(
+            File::open(&path).unwrap().try_lock(),
+            Err(fs::TryLockError::WouldBlock)
+        ));
+        let text = fs::read_to_string(&path).unwrap();
         let lines: Vec<Value> = text
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
@@ -354,5 +371,11 @@ mod tests {
         assert_eq!(lines[0]["line"], 3);
         assert_eq!(lines[0]["record"], "oops\u{fffd}");
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn file_names_differ_within_a_process_and_a_millisecond() {
+        let names: std::collections::HashSet<String> = (0..100).map(|_| file_stem()).collect();
+        assert_eq!(names.len(), 100);
     }
 }

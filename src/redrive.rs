@@ -172,13 +172,36 @@ impl Source {
         }
     }
 
-    async fn open(&self, name: &str) -> anyhow::Result<Box<dyn AsyncBufRead + Send + Unpin>> {
+    /// The file's entries; `None` for a file that a running drsink still
+    /// writes to (or another redrive reads), which is left for a later run,
+    /// or one that another redrive has removed since the listing.
+    async fn open(
+        &self,
+        name: &str,
+    ) -> anyhow::Result<Option<Box<dyn AsyncBufRead + Send + Unpin>>> {
         match self {
             Source::Dir(_) => {
-                let file = tokio::fs::File::open(name)
-                    .await
-                    .with_context(|| format!("cannot open dead-letter file {name}"))?;
-                Ok(Box::new(tokio::io::BufReader::new(file)))
+                let file = match std::fs::File::open(name) {
+                    Ok(file) => file,
+                    // Redriven and removed by another run since the listing.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                    Err(e) => {
+                        return Err(e)
+                            .with_context(|| format!("cannot open dead-letter file {name}"))
+                    }
+                };
+                // Held until the file is removed or left: no one else reads it meanwhile.
+                match file.try_lock() {
+                    Ok(()) => {}
+                    Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+                    Err(std::fs::TryLockError::Error(e)) => {
+                        return Err(e)
+                            .with_context(|| format!("cannot lock dead-letter file {name}"))
+                    }
+                }
+                Ok(Some(Box::new(tokio::io::BufReader::new(
+                    tokio::fs::File::from_std(file),
+                ))))
             }
             Source::S3 { client, bucket, .. } => {
                 let object = client
@@ -190,7 +213,7 @@ impl Source {
                     .map_err(|e| {
                         anyhow::anyhow!("cannot read s3://{bucket}/{name}: {}", describe(&e))
                     })?;
-                Ok(Box::new(object.body.into_async_read()))
+                Ok(Some(Box::new(object.body.into_async_read())))
             }
         }
     }
@@ -236,7 +259,10 @@ pub async fn run(pipeline: Arc<Pipeline>, from: &Path, shutdown: Shutdown) -> an
     for name in &files {
         let shown = source.describe(name);
         let mut file = RedriveFile::new(&pipeline, &shown);
-        let reader = source.open(name).await?;
+        let Some(reader) = source.open(name).await? else {
+            tracing::info!(file = %shown, "in use by a running drsink (or gone); left alone");
+            continue;
+        };
         match file.run(reader, &shutdown).await {
             Ok(FileEnd::Done) => {
                 source.remove(name).await.with_context(|| {

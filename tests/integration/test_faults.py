@@ -268,6 +268,17 @@ def test_mapping_conflict_dead_letters_then_redrive(aws, pipeline, search, run_w
     assert dead_letters(dead_letter_dir) == [object_fault]
 
 
+def holds_open(pid: int, name: str) -> bool:
+    """Whether process pid has a file whose path contains name open."""
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            if name in os.readlink(fd):
+                return True
+        except OSError:  # closed meanwhile
+            pass
+    return False
+
+
 def test_redrive_stopped_while_filling_a_batch_keeps_it(search, start_drsink, tmp_path):
     """SIGTERM while a redrive is still reading its file, with a batch filled but not sent:
     every entry is either indexed or kept in the store, none is lost with the old file."""
@@ -285,8 +296,7 @@ def test_redrive_stopped_while_filling_a_batch_keeps_it(search, start_drsink, tm
                         "--batch-records", "1000000", "--batch-bytes", "1000000000")
     # Stop it once it has the file open, while it reads.
     deadline = time.monotonic() + 30
-    while not any("dead-letter-old" in os.readlink(fd) for fd in Path(f"/proc/{proc.proc.pid}/fd").iterdir()
-                  if fd.is_symlink()):
+    while not holds_open(proc.proc.pid, "dead-letter-old"):
         assert proc.running() and time.monotonic() < deadline
         time.sleep(0.005)
     proc.send_signal(signal.SIGTERM)
@@ -298,6 +308,31 @@ def test_redrive_stopped_while_filling_a_batch_keeps_it(search, start_drsink, tm
     indexed = search.count_by_log_id()
     assert len(kept) == len(set(kept)) and set(indexed.values()) <= {1}
     assert set(kept) | set(indexed) == set(ids), (len(kept), len(indexed))
+
+
+def test_redrive_leaves_a_running_workers_file_alone(aws, pipeline, search, worker_args, start_drsink,
+                                                    run_drsink, dead_letter_dir):
+    """A redrive next to a running worker: the worker's open dead-letter file is left
+    alone (removing it would send the worker's later dead letters into a deleted file),
+    so its letters from before and after the redrive are all in the store."""
+    worker = start_drsink(*worker_args(pipeline.queue_url, exit_when_idle=False))
+    aws.put(pipeline.buckets[0], "live/first.ndjson", b'{"log_id":"ok-1"}\nnot json 1\n')
+    deadline = time.monotonic() + 60
+    while len(dead_letters(dead_letter_dir)) < 1:
+        assert worker.running() and time.monotonic() < deadline
+        time.sleep(0.1)
+    redrive = ok(run_drsink("redrive", "--from", str(dead_letter_dir), "--dead-letter", str(dead_letter_dir),
+                            "--es-url", search.url, "--index", f"{search.prefix}-%Y.%m.%d",
+                            "--fallback-index", f"{search.prefix}-undated"))
+    assert redrive["records"] == 0
+    aws.put(pipeline.buckets[0], "live/second.ndjson", b'{"log_id":"ok-2"}\nnot json 2\n')
+    while len(dead_letters(dead_letter_dir)) < 2:
+        assert worker.running() and time.monotonic() < deadline
+        time.sleep(0.1)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait().returncode == 0
+    assert sorted(e["record"] for e in dead_letters(dead_letter_dir)) == ["not json 1", "not json 2"]
+    assert search.count_by_log_id() == {"ok-1": 1, "ok-2": 1}
 
 
 def test_visibility_shorter_than_processing(aws, pipeline, search, fault_proxy, worker_args, start_drsink):
