@@ -403,7 +403,12 @@ fn detect(head: &[u8]) -> Format {
     let start = head.trim_ascii_start();
     match start.first() {
         None => Format::Ndjson,
-        Some(b'[') => Format::Json,
+        // An array of objects (or an empty one); a text log may start with
+        // `[` too (`[2026-11-21 12:00:00] ERROR …`, `[INFO] …`).
+        Some(b'[') => match start[1..].trim_ascii_start().first() {
+            None | Some(b'{' | b']') => Format::Json,
+            Some(_) => Format::Text,
+        },
         Some(b'{') => {
             // NDJSON when the first line is a whole object by itself; or when
             // it is not, but the lines after it are (one broken line must not
@@ -520,6 +525,10 @@ mod tests {
         assert_eq!(detect(b"{\"a\":1}{\"b\":2}"), Format::Json);
         assert_eq!(detect(b"{\n  \"a\": 1\n}\n"), Format::Json);
         assert_eq!(detect(b"  [{\"a\":1}]"), Format::Json);
+        assert_eq!(detect(b"[\n  {\"a\": 1}\n]"), Format::Json);
+        assert_eq!(detect(b"[]"), Format::Json);
+        assert_eq!(detect(b"[2026-11-21 12:00:00] ERROR x\n"), Format::Text);
+        assert_eq!(detect(b"[INFO] ok\n"), Format::Text);
         assert_eq!(detect(b"2026-11-21 GET /x 200\n"), Format::Text);
         assert_eq!(detect(b""), Format::Ndjson);
         // A broken first object followed by a good one (Beats' test data).

@@ -467,7 +467,11 @@ def test_plain_text_lines(aws, pipeline, search, run_worker, dead_letter_dir):
     alb = (FIXTURES / "vector-multipart-zst.log").read_text().splitlines()
     beats = (FIXTURES / "beats-no-eol-twolines.txt").read_text().splitlines()
     gzipped = gzip.decompress((FIXTURES / "vector-gzipped.log").read_bytes()).decode().splitlines()
+    # Text that starts with `[` is no JSON array (PHP, Apache error logs).
+    bracketed = ["[2026-11-21 12:00:00] ERROR payment failed for order 7", "[INFO] retry ok",
+                 "[2026-11-21 12:00:02] [notice] done"]
     objects = {
+        "text/bracketed.log": ("\n".join(bracketed).encode() + b"\n", bracketed),
         "alb/vector-multipart-gzip.log.gz": ((FIXTURES / "vector-multipart-gzip.log.gz").read_bytes(), alb),
         "alb/vector-multipart-zst.log.zst": ((FIXTURES / "vector-multipart-zst.log.zst").read_bytes(), alb),
         "text/vector-gzipped.log": ((FIXTURES / "vector-gzipped.log").read_bytes(), gzipped),
