@@ -288,8 +288,12 @@ impl RecordParser {
             None => {
                 let fields: Vec<Option<&[u8]>> =
                     (0..self.id_fields).map(|i| field(ID_FIELDS + i)).collect();
+                let first_reading = match field(ORIGIN) {
+                    Some(origin) if fields.is_empty() => without_origin(text, origin),
+                    _ => None,
+                };
                 (
-                    Cow::Owned(self.fingerprint(text, &fields)),
+                    Cow::Owned(self.fingerprint(first_reading.as_deref().unwrap_or(text), &fields)),
                     // A record whose `log_id` is present but unusable (empty)
                     // keeps its own field: adding another would duplicate the key.
                     field(LOG_ID).is_none(),
@@ -489,8 +493,9 @@ impl RecordParser {
         timestamp: Option<&[u8]>,
         position: Position,
     ) -> Option<Record<'a>> {
-        if timestamp.is_some() {
-            // One that already has its own event time: an ordinary record.
+        if timestamp.is_some() && self.timestamp_field != "time" {
+            // One that already has its own event time: an ordinary record
+            // (unless that time is the envelope's own, `--timestamp-field time`).
             return None;
         }
         // The envelope as EventBridge writes it, or an ordinary record.
@@ -569,6 +574,26 @@ impl RecordParser {
         }
         self.fingerprint.id(&parts)
     }
+}
+
+/// A record as it was before the Elasticsearch sink put its origin in front
+/// of its fields (`{"drsink":{…},` then the record's own text after its
+/// `{`): a redriven record whose `log_id` is unusable must get the
+/// fingerprint its first reading gave, not one of where it was read.
+/// `origin` is the `drsink` value, a slice of `text`.
+fn without_origin(text: &[u8], origin: &[u8]) -> Option<Vec<u8>> {
+    const SPLICED: &[u8] = b"{\"drsink\":";
+    let at = (origin.as_ptr() as usize).checked_sub(text.as_ptr() as usize)?;
+    if at != SPLICED.len() || !text.starts_with(SPLICED) {
+        return None;
+    }
+    let rest = text.get(at + origin.len()..)?;
+    let rest = match rest.strip_prefix(b",") {
+        Some(fields) => fields,
+        None if rest.trim_ascii_start().starts_with(b"}") => rest,
+        None => return None,
+    };
+    Some([b"{", rest].concat())
 }
 
 /// UTF-8 check; the slower pass that finds where the text goes wrong runs
@@ -901,6 +926,24 @@ mod tests {
         assert!(!r.id_generated);
         assert_eq!(json(&r)["@timestamp"], "2026-11-21T12:00:00Z");
         assert_eq!(json(&r)["detail"]["a"], 1);
+    }
+
+    #[test]
+    fn eventbridge_envelopes_keep_their_id_when_time_is_the_timestamp_field() {
+        let event = br#"{"version":"0","id":"ev-1","detail-type":"x","source":"s","time":"2026-11-21T12:00:00Z","detail":{"a":1}}"#;
+        let p = RecordParser::new(&ParserOptions {
+            timestamp_field: "time",
+            id_fields: &[],
+            level_field: "level",
+            min_level: None,
+            fingerprint: Default::default(),
+            skim: true,
+        });
+        let r = one(p.parse_line(event, at(1)).unwrap());
+        assert_eq!((r.log_id.as_ref(), r.id_generated), ("ev-1", false));
+        assert_eq!(r.timestamp_ms, Some(1_795_262_400_000));
+        assert_eq!(json(&r)["time"], "2026-11-21T12:00:00Z");
+        assert_eq!(json(&r).as_object().unwrap().len(), 7);
     }
 
     #[test]

@@ -519,6 +519,36 @@ mod tests {
     }
 
     #[test]
+    fn a_redriven_record_with_an_unusable_log_id_keeps_its_fingerprint() {
+        use crate::records::{Parsed, ParserOptions, RecordParser};
+        let parser = RecordParser::new(&ParserOptions {
+            timestamp_field: "@timestamp",
+            id_fields: &[],
+            level_field: "level",
+            min_level: None,
+            fingerprint: Default::default(),
+            skim: true,
+        });
+        let one = |text: &[u8]| match parser.parse(text, Position::line(3)) {
+            Ok(Parsed::One(record)) => record.log_id.into_owned(),
+            other => panic!("{other:?}"),
+        };
+        for line in [
+            &br#"{"log_id":null,"msg":"same log"}"#[..],
+            br#"{ "log_id": "", "n": [1] }"#,
+            br#"{"log_id":{}}"#,
+        ] {
+            let Ok(Parsed::One(first)) = parser.parse(line, Position::line(3)) else {
+                panic!("{line:?}");
+            };
+            assert!(!first.id_generated, "the record keeps its own log_id field");
+            let (_, document) = encode(first.clone());
+            assert!(document.starts_with(r#"{"drsink":"#), "{document}");
+            assert_eq!(one(document.as_bytes()), first.log_id, "{document}");
+        }
+    }
+
+    #[test]
     fn messages_never_show_credentials() {
         assert_eq!(
             redact("http://u:secret@localhost:9200/"),

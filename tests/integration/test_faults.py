@@ -335,6 +335,32 @@ def test_redrive_leaves_a_running_workers_file_alone(aws, pipeline, search, work
     assert search.count_by_log_id() == {"ok-1": 1, "ok-2": 1}
 
 
+def test_redrive_merges_copies_whose_log_id_is_unusable(aws, pipeline, search, run_worker, run_drsink,
+                                                        dead_letter_dir):
+    """A record with `"log_id": null`, rejected in both regions' copies: its id is a
+    fingerprint of its content, and a redrive gives both letters that same id again (not
+    one of where each copy was read), so they merge into one document."""
+    template = f"{search.prefix}-tpl"
+    res = search.request("PUT", f"_index_template/{template}", json={
+        "index_patterns": [f"{search.prefix}-*"], "template": {"mappings": {"properties": {"n": {"type": "long"}}}}})
+    assert res.ok, res.text
+    try:
+        line = {"log_id": None, "@timestamp": TIMESTAMP, "n": "not a number", "msg": "same log"}
+        for bucket in pipeline.buckets:
+            aws.put(bucket, "copies/same.ndjson", ndjson([line]))
+        summary = ok(run_worker(pipeline.queue_url))
+        assert (summary["records"], summary["dead_lettered"]) == (2, 2)
+    finally:
+        search.request("DELETE", f"_index_template/{template}")
+    search.request("DELETE", f"{search.prefix}-2026.11.21")
+    redrive = ok(run_drsink("redrive", "--from", str(dead_letter_dir), "--dead-letter", str(dead_letter_dir),
+                            "--es-url", search.url, "--index", f"{search.prefix}-%Y.%m.%d",
+                            "--fallback-index", f"{search.prefix}-undated"))
+    assert (redrive["indexed"], redrive["duplicates"], redrive["dead_lettered"]) == (1, 1, 0)
+    [doc] = search.docs()
+    assert doc["_source"]["msg"] == "same log" and doc["_source"]["log_id"] is None
+
+
 def test_visibility_shorter_than_processing(aws, pipeline, search, fault_proxy, worker_args, start_drsink):
     """6. One object takes far longer than the queue's visibility timeout (2 s) while two
     workers poll the same queue: the heartbeat keeps the message from the second worker,
