@@ -134,6 +134,9 @@ impl SplunkHec {
         auth.set_sensitive(true);
         let client = reqwest::Client::builder()
             .timeout(settings.timeout)
+            // A load balancer's stickiness cookie: an ackId is known only to
+            // the HEC node that took the request.
+            .cookie_store(true)
             .build()
             .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
         Ok(SplunkHec {
@@ -162,11 +165,19 @@ impl SplunkHec {
         redact(self.base.as_str())
     }
 
+    /// A request to HEC. The channel goes only with `--hec-ack`: a token with
+    /// indexer acknowledgement then answers code 10 ("Data channel is
+    /// missing") and the worker stops with that advice, where a channel
+    /// would get the events accepted and their acks left unpolled.
     fn post(&self, path: &str) -> reqwest::RequestBuilder {
-        self.client
+        let request = self
+            .client
             .post(self.endpoint(path))
-            .header(AUTHORIZATION, self.auth.clone())
-            .header(CHANNEL_HEADER, &self.channel)
+            .header(AUTHORIZATION, self.auth.clone());
+        match self.ack {
+            true => request.header(CHANNEL_HEADER, &self.channel),
+            false => request,
+        }
     }
 
     /// Text from the server, fit for a message: never with the token.
@@ -696,16 +707,18 @@ impl Sink for SplunkHec {
             .await
             .map_err(|e| format!("cannot reach Splunk HEC at {hec}: {}", transport_error(e)))?;
         let status = response.status().as_u16();
+        let text = response.bytes().await.unwrap_or_default();
+        let reply: Option<Reply> = serde_json::from_slice(&text).ok();
         match status {
+            // A token with indexer acknowledgement, without `--hec-ack`.
+            400 if reply.as_ref().and_then(|r| r.code) == Some(10) => Err(self
+                .failure(Failure::Channel, status, reply.as_ref(), &text)
+                .to_string()),
             // 400 "No data" (code 5): the token was taken.
             200..=299 | 400 => Ok(()),
-            401 | 403 => {
-                let text = response.bytes().await.unwrap_or_default();
-                let reply: Option<Reply> = serde_json::from_slice(&text).ok();
-                Err(self
-                    .failure(Failure::Token, status, reply.as_ref(), &text)
-                    .to_string())
-            }
+            401 | 403 => Err(self
+                .failure(Failure::Token, status, reply.as_ref(), &text)
+                .to_string()),
             status => Err(format!(
                 "Splunk HEC at {hec} answered HTTP {status} to an empty request to {EVENT_PATH} \
                  (a working HEC answers 400 \"No data\")"

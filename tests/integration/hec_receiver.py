@@ -59,6 +59,10 @@ class HecReceiver:
         self.invalid_log_ids: set[str] = set()
         self.allowed_indexes: set[str] | None = None
         self.unhealthy = False
+        # Like a sticky load balancer: every answer sets this cookie; the Cookie
+        # header of each POST is recorded.
+        self.sticky_cookie: str | None = None
+        self.cookies: list[str | None] = []
         self.lock = threading.Lock()
         self.events: list[dict] = []
         self.requests = 0          # event requests, of any outcome
@@ -192,6 +196,8 @@ class HecReceiver:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json; charset=UTF-8")
                 self.send_header("Content-Length", str(len(data)))
+                if receiver.sticky_cookie:
+                    self.send_header("Set-Cookie", f"{receiver.sticky_cookie}; Path=/")
                 self.end_headers()
                 self.wfile.write(data)
 
@@ -213,6 +219,8 @@ class HecReceiver:
                 url = urllib.parse.urlsplit(self.path)
                 path, query = url.path.rstrip("/"), urllib.parse.parse_qs(url.query)
                 raw = self._body()
+                with receiver.lock:
+                    receiver.cookies.append(self.headers.get("Cookie"))
                 if path not in EVENT_PATHS and path != "/services/collector/ack":
                     self._reply(404, {"text": "The requested URL was not found on this server.", "code": 404})
                     return

@@ -128,6 +128,7 @@ def test_cross_region_duplicates_reach_splunk_once(aws, pipeline, hec, hec_args,
 
 def test_ack_mode_deletes_messages_only_after_acks(aws, pipeline, hec_args, start_drsink):
     with HecReceiver(token=TOKEN, ack=True, ack_delay=4.0) as hec:
+        hec.sticky_cookie = "AWSALB=node-1"
         aws.put(pipeline.buckets[0], "acked.ndjson", ndjson(records([f"ack-{i}" for i in range(20)])))
         worker = start_drsink(*hec_args(pipeline.queue_url, hec, "--hec-ack"), env=ENV)
         deadline = time.monotonic() + 30
@@ -141,6 +142,8 @@ def test_ack_mode_deletes_messages_only_after_acks(aws, pipeline, hec_args, star
         summary = ok(worker.wait(60))
         assert hec.pending_acks() == 0 and hec.ack_polls > 0
         assert len(hec.channels) == 1
+        # Every request after the first goes back to the same node (sticky by cookie).
+        assert len(hec.cookies) > 2 and set(hec.cookies[1:]) == {"AWSALB=node-1"}, hec.cookies
         assert summary["indexed"] == 20 and summary["failed"] == 0
         assert aws.queue_depth(pipeline.queue_url) == 0
         assert set(hec.counts().values()) == {1}
@@ -154,6 +157,18 @@ def test_hec_ack_against_a_token_without_ack(aws, pipeline, hec_args, run_drsink
         assert rc == 0, err
         assert "no ackId" in err
         assert summary["indexed"] == 1
+
+
+def test_a_token_with_ack_needs_hec_ack(aws, pipeline, hec_args, run_drsink):
+    """Without --hec-ack no channel is sent, so a token with indexer acknowledgement answers
+    "Data channel is missing": drsink stops before sending, says to run with --hec-ack, and
+    keeps the message (rather than having the events accepted with acks nobody polls)."""
+    with HecReceiver(token=TOKEN, ack=True) as hec:
+        aws.put(pipeline.buckets[0], "x.ndjson", ndjson(records(["x-1"])))
+        rc, out, err, _ = run_drsink(*hec_args(pipeline.queue_url, hec), env=ENV)
+        assert rc != 0 and "run with --hec-ack" in err, err
+        assert hec.counts() == {} and hec.pending_acks() == 0
+        assert any("x.ndjson" in json.dumps(m) for m in aws.receive(pipeline.queue_url))
 
 
 def test_bad_token_stops_with_a_clear_error(aws, pipeline, hec, hec_args, run_drsink):
