@@ -40,6 +40,9 @@ fn main() -> ExitCode {
         tokio::spawn(watch_signals(shutdown.clone(), Arc::clone(&stats)));
         drsink::app::run(cli.command, Arc::clone(&stats), shutdown).await
     });
+    // A decoding thread that was given up on (the shutdown timeout) stops at
+    // its next batch; the exit does not wait long for it.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     if summary {
         print_summary(&stats);
     }

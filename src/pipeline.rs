@@ -112,14 +112,28 @@ impl Pipeline {
             tokio::task::spawn_blocking(move || this.decode(&object, source, tx))
         };
         let mut delivered = Ok(());
-        while let Some((batch, _budget)) = rx.recv().await {
+        loop {
+            // Waiting for the decoder (a slow read, a rate limit) must not
+            // outlast the shutdown timeout either.
+            let next = tokio::select! {
+                next = rx.recv() => next,
+                () = self.delivery.abort.cancelled() => {
+                    delivered = Err(Undelivered::Interrupted);
+                    break;
+                }
+            };
+            let Some((batch, _budget)) = next else { break };
             if let Err(e) = self.delivery.deliver(object, &batch).await {
                 delivered = Err(e);
                 break;
             }
         }
-        // Dropping the receiver stops a decoder still running.
+        // Dropping the receiver stops a decoder still running; once aborted,
+        // it is not waited for (it stops at its next batch).
         drop(rx);
+        if let Err(e @ Undelivered::Interrupted) = delivered {
+            return Err(e.into());
+        }
         let decoded = decoding
             .await
             .map_err(|e| ObjectError::Incomplete(format!("decoding {object} failed: {e}")))?;
@@ -181,11 +195,20 @@ impl Pipeline {
                 let Some(batch) = chunk.batch else {
                     return Ok(());
                 };
-                if let Some(rate) = &self.rate {
-                    std::thread::sleep(rate.reserve(batch.entries.len() as u64));
-                }
                 // A closed channel means delivery gave up; it says why.
                 let stopped = || "delivery stopped".to_owned();
+                if let Some(rate) = &self.rate {
+                    let wait = rate.reserve(batch.entries.len() as u64);
+                    tokio::runtime::Handle::current().block_on(async {
+                        tokio::select! {
+                            () = tokio::time::sleep(wait) => {}
+                            () = batches.closed() => {}
+                        }
+                    });
+                    if batches.is_closed() {
+                        return Err(stopped());
+                    }
+                }
                 let budget = self
                     .reserve(batch.body.len(), &batches)
                     .ok_or_else(stopped)?;

@@ -103,6 +103,23 @@ impl Worker {
     /// Receives and processes messages until stopped (or idle, with
     /// `--exit-when-idle`), then drains in-flight work.
     pub async fn run(self: Arc<Self>) -> anyhow::Result<()> {
+        // The shutdown timeout runs from the signal, not from the end of the
+        // receive under way then: an orchestrator's grace period counts
+        // from the signal too.
+        let _deadline = {
+            let shutdown = self.shutdown.clone();
+            let timeout = self.settings.shutdown_timeout;
+            tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+                shutdown.stop.cancelled().await;
+                tokio::select! {
+                    () = tokio::time::sleep(timeout) => {
+                        tracing::warn!("shutdown timeout reached; unfinished messages stay queued");
+                        shutdown.abort.cancel();
+                    }
+                    () = shutdown.abort.cancelled() => {}
+                }
+            }))
+        };
         let slots = Arc::new(Semaphore::new(self.settings.concurrency.max(1)));
         let mut tasks = JoinSet::new();
         let mut receive_failures = 0u32;
@@ -122,10 +139,14 @@ impl Worker {
                     Err(_) => break,
                 }
             }
-            // Not raced against shutdown: a receive dropped half-way would
+            // Not raced against the stop: a receive dropped half-way would
             // leave the messages SQS handed out invisible for a whole
-            // visibility timeout. It lasts at most --wait-seconds.
-            let received = self.receive(permits.len()).await;
+            // visibility timeout. It lasts at most --wait-seconds, unless
+            // the shutdown timeout ends first.
+            let received = tokio::select! {
+                received = self.receive(permits.len()) => received,
+                () = self.shutdown.abort.cancelled() => break,
+            };
             if self.shutdown.stop.is_cancelled() {
                 if let Ok(messages) = &received {
                     for message in messages {
@@ -175,24 +196,14 @@ impl Worker {
         }
     }
 
-    /// Lets in-flight messages finish within the shutdown timeout, then
-    /// abandons the rest to the queue.
+    /// Lets in-flight messages finish until the shutdown timeout (counted
+    /// from the signal) aborts them; what they leave stays queued.
     async fn drain(&self, mut tasks: JoinSet<()>) {
         if tasks.is_empty() {
             return;
         }
         tracing::info!(in_flight = tasks.len(), "finishing in-flight messages");
-        let all_done = async { while tasks.join_next().await.is_some() {} };
-        tokio::pin!(all_done);
-        tokio::select! {
-            () = &mut all_done => return,
-            () = tokio::time::sleep(self.settings.shutdown_timeout) => {
-                tracing::warn!("shutdown timeout reached; unfinished messages stay queued");
-            }
-            () = self.shutdown.abort.cancelled() => {}
-        }
-        self.shutdown.abort.cancel();
-        all_done.await;
+        while tasks.join_next().await.is_some() {}
     }
 
     async fn receive(&self, max: usize) -> Result<Vec<Message>, String> {

@@ -209,6 +209,35 @@ def test_sigterm_mid_run(aws, pipeline, search, fault_proxy, run_worker, worker_
     assert two["failed"] == 0
 
 
+@pytest.mark.parametrize("stalled", ["long poll and slow sink", "rate limit"])
+def test_shutdown_timeout_counts_from_the_signal(aws, pipeline, search, fault_proxy, worker_args, start_drsink,
+                                                 stalled):
+    """SIGTERM with --shutdown-timeout 3: the worker is gone a few seconds later, whether
+    it was in a 20 s long poll while a bulk answer is held back, or its decoder was
+    waiting for --max-records-per-sec; the unfinished message is released at once."""
+    ids = put_objects(aws, pipeline, "deadline", objects=1, records=150)
+    wait_for(lambda: aws.queue_depth(pipeline.queue_url) >= 1, 15, "the object's message")
+    extra = ["--concurrency", "2", "--shutdown-timeout", "3"]
+    if stalled == "rate limit":
+        extra += ["--max-records-per-sec", "1", "--batch-records", "50"]
+    else:
+        fault_proxy.configure(delay=60)
+    args = worker_args(pipeline.queue_url, *extra, es_url=fault_proxy.url, exit_when_idle=False)
+    args[args.index("--wait-seconds") + 1] = "20"
+    worker = start_drsink(*args)
+    wait_for(lambda: fault_proxy.stats["bulk_requests"] >= 1, 30, "the first bulk request")
+    time.sleep(1)  # well into the next long poll, or the rate limit's wait
+    signalled = time.monotonic()
+    worker.send_signal(signal.SIGTERM)
+    summary = ok(worker.wait(60))
+    took = time.monotonic() - signalled
+    assert took < 10, f"exit {took:.1f} s after SIGTERM with --shutdown-timeout 3"
+    assert summary["objects"] == 0 and summary["failed"] == 0
+    # Released, not left invisible for the queue's visibility timeout.
+    assert in_flight(aws, pipeline.queue_url) == 0 and aws.queue_depth(pipeline.queue_url) == 1
+    fault_proxy.configure(delay=0)
+
+
 def test_mapping_conflict_dead_letters_then_redrive(aws, pipeline, search, run_worker, run_drsink, dead_letter_dir):
     """5. An index template maps `when` as a date; records with text there are
     dead-lettered with the server's reason, the rest indexed. A redrive while the
