@@ -294,7 +294,14 @@ fn create_file(dir: &Path) -> io::Result<File> {
         .append(true)
         .open(&open)
         .map_err(context)?;
-    file.lock().map_err(context)?;
+    if let Err(e) = file.lock() {
+        // Some network and FUSE file systems have no locks: dead letters
+        // must still be written, but a redrive could then take this file.
+        tracing::warn!(
+            "cannot lock a new dead-letter file in {}: {e}; do not run `drsink redrive` on it while this process runs",
+            dir.display()
+        );
+    }
     fs::rename(&open, dir.join(format!("{stem}.ndjson"))).map_err(context)?;
     // The new file's name must be durable too, or a crash could lose it
     // after the messages it accounts for were deleted.

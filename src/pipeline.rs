@@ -179,6 +179,11 @@ impl Pipeline {
         let mut encoder = self.delivery.sink.encoder(object);
         let bytes = decoder
             .decode(object, source, encoder.as_mut(), |chunk| {
+                // Delivery gave up (the shutdown timeout): the message goes
+                // back to the queue, so nothing more is written for it.
+                if batches.is_closed() {
+                    return Err("delivery stopped".to_owned());
+                }
                 Stats::add(&self.stats().records, chunk.records);
                 Stats::add(&self.stats().filtered, chunk.filtered);
                 self.delivery

@@ -13,13 +13,8 @@ pub fn url(value: &str) -> String {
         Some(end) => (&value[..end + 3], &value[end + 3..]),
         None => ("", value),
     };
-    let shown = match rest.rfind('@') {
-        Some(at) if !scheme.is_empty() || rest[..at].contains(':') => {
-            format!("{scheme}(redacted)@{}", &rest[at + 1..])
-        }
-        _ => value.to_owned(),
-    };
-    match shown.split_once('?') {
+    // The query first: a password there may hold an `@` too.
+    let rest = match rest.split_once('?') {
         Some((head, query)) if !scheme.is_empty() => {
             let pairs: Vec<String> = query
                 .split('&')
@@ -34,7 +29,13 @@ pub fn url(value: &str) -> String {
                 .collect();
             format!("{head}?{}", pairs.join("&"))
         }
-        _ => shown,
+        _ => rest.to_owned(),
+    };
+    match rest.rfind('@') {
+        Some(at) if !scheme.is_empty() || rest[..at].contains(':') => {
+            format!("{scheme}(redacted)@{}", &rest[at + 1..])
+        }
+        _ => format!("{scheme}{rest}"),
     }
 }
 
@@ -126,6 +127,10 @@ mod tests {
             (
                 "redis+unix:///run/r.sock?user=app&PASSWORD=x",
                 "redis+unix:///run/r.sock?user=app&PASSWORD=(redacted)",
+            ),
+            (
+                "redis+unix:///run/r.sock?pass=p@ssw0rd&db=2",
+                "redis+unix:///run/r.sock?pass=(redacted)&db=2",
             ),
         ] {
             assert_eq!(super::url(value), shown);

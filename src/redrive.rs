@@ -175,13 +175,15 @@ impl Source {
     /// The file's entries; `None` for a file that a running drsink still
     /// writes to (or another redrive reads), which is left for a later run,
     /// or one that another redrive has removed since the listing.
-    async fn open(
-        &self,
-        name: &str,
-    ) -> anyhow::Result<Option<Box<dyn AsyncBufRead + Send + Unpin>>> {
+    async fn open(&self, name: &str) -> anyhow::Result<Option<Opened>> {
         match self {
             Source::Dir(_) => {
-                let file = match std::fs::File::open(name) {
+                // Writable: on NFS an exclusive lock needs a file open for writing.
+                let file = match std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(name)
+                {
                     Ok(file) => file,
                     // Redriven and removed by another run since the listing.
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -199,9 +201,13 @@ impl Source {
                             .with_context(|| format!("cannot lock dead-letter file {name}"))
                     }
                 }
-                Ok(Some(Box::new(tokio::io::BufReader::new(
-                    tokio::fs::File::from_std(file),
-                ))))
+                let lock = file
+                    .try_clone()
+                    .with_context(|| format!("cannot lock dead-letter file {name}"))?;
+                Ok(Some(Opened {
+                    reader: Box::new(tokio::io::BufReader::new(tokio::fs::File::from_std(file))),
+                    _lock: Some(lock),
+                }))
             }
             Source::S3 { client, bucket, .. } => {
                 let object = client
@@ -213,7 +219,10 @@ impl Source {
                     .map_err(|e| {
                         anyhow::anyhow!("cannot read s3://{bucket}/{name}: {}", describe(&e))
                     })?;
-                Ok(Some(Box::new(object.body.into_async_read())))
+                Ok(Some(Opened {
+                    reader: Box::new(object.body.into_async_read()),
+                    _lock: None,
+                }))
             }
         }
     }
@@ -259,11 +268,11 @@ pub async fn run(pipeline: Arc<Pipeline>, from: &Path, shutdown: Shutdown) -> an
     for name in &files {
         let shown = source.describe(name);
         let mut file = RedriveFile::new(&pipeline, &shown);
-        let Some(reader) = source.open(name).await? else {
-            tracing::info!(file = %shown, "in use by a running drsink (or gone); left alone");
+        let Some(opened) = source.open(name).await? else {
+            tracing::warn!(file = %shown, "in use by a running drsink (or gone); left for a later redrive");
             continue;
         };
-        match file.run(reader, &shutdown).await {
+        match file.run(opened.reader, &shutdown).await {
             Ok(FileEnd::Done) => {
                 source.remove(name).await.with_context(|| {
                     format!("{shown} was redriven but cannot be removed; its entries would be submitted again")
@@ -293,6 +302,14 @@ pub async fn run(pipeline: Arc<Pipeline>, from: &Path, shutdown: Shutdown) -> an
     }
     drop(abort_on_stop);
     result
+}
+
+/// A dead-letter file or object being redriven.
+struct Opened {
+    reader: Box<dyn AsyncBufRead + Send + Unpin>,
+    /// The file's lock (a handle of the same open file), held until the
+    /// file is removed or left.
+    _lock: Option<std::fs::File>,
 }
 
 enum FileEnd {

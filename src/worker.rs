@@ -106,8 +106,9 @@ impl Worker {
         // The shutdown timeout runs from the signal, not from the end of the
         // receive under way then: an orchestrator's grace period counts
         // from the signal too.
-        let _deadline = {
-            let shutdown = self.shutdown.clone();
+        let deadline = CancellationToken::new();
+        let _deadline_timer = {
+            let (shutdown, deadline) = (self.shutdown.clone(), deadline.clone());
             let timeout = self.settings.shutdown_timeout;
             tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
                 shutdown.stop.cancelled().await;
@@ -115,6 +116,7 @@ impl Worker {
                     () = tokio::time::sleep(timeout) => {
                         tracing::warn!("shutdown timeout reached; unfinished messages stay queued");
                         shutdown.abort.cancel();
+                        deadline.cancel();
                     }
                     () = shutdown.abort.cancelled() => {}
                 }
@@ -139,13 +141,13 @@ impl Worker {
                     Err(_) => break,
                 }
             }
-            // Not raced against the stop: a receive dropped half-way would
-            // leave the messages SQS handed out invisible for a whole
-            // visibility timeout. It lasts at most --wait-seconds, unless
-            // the shutdown timeout ends first.
+            // Not raced against the stop (or a fatal error): a receive
+            // dropped half-way would leave the messages SQS handed out
+            // invisible for a whole visibility timeout. It lasts at most
+            // --wait-seconds, unless the shutdown timeout ends first.
             let received = tokio::select! {
                 received = self.receive(permits.len()) => received,
-                () = self.shutdown.abort.cancelled() => break,
+                () = deadline.cancelled() => break,
             };
             if self.shutdown.stop.is_cancelled() {
                 if let Ok(messages) = &received {
