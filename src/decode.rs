@@ -479,14 +479,7 @@ mod tests {
         let whole = gz.finish().unwrap();
         let cut = whole[..whole.len() - 20].to_vec();
 
-        let parser = RecordParser::new(&ParserOptions {
-            timestamp_field: "@timestamp",
-            id_fields: &[],
-            level_field: "level",
-            min_level: None,
-            fingerprint: Default::default(),
-            skim: true,
-        });
+        let parser = RecordParser::new(&ParserOptions::default());
         let decoder = ObjectDecoder {
             parser: &parser,
             limits: Limits {

@@ -179,10 +179,12 @@ impl Pipeline {
         let mut encoder = self.delivery.sink.encoder(object);
         let bytes = decoder
             .decode(object, source, encoder.as_mut(), |chunk| {
-                // Delivery gave up (the shutdown timeout): the message goes
-                // back to the queue, so nothing more is written for it.
+                // A closed channel means delivery gave up; it says why. The
+                // message then goes back to the queue, so nothing more is
+                // written for it.
+                let stopped = || "delivery stopped".to_owned();
                 if batches.is_closed() {
-                    return Err("delivery stopped".to_owned());
+                    return Err(stopped());
                 }
                 Stats::add(&self.stats().records, chunk.records);
                 Stats::add(&self.stats().filtered, chunk.filtered);
@@ -200,8 +202,6 @@ impl Pipeline {
                 let Some(batch) = chunk.batch else {
                     return Ok(());
                 };
-                // A closed channel means delivery gave up; it says why.
-                let stopped = || "delivery stopped".to_owned();
                 if let Some(rate) = &self.rate {
                     let wait = rate.reserve(batch.entries.len() as u64);
                     tokio::runtime::Handle::current().block_on(async {

@@ -154,6 +154,20 @@ pub struct ParserOptions<'a> {
     pub skim: bool,
 }
 
+impl Default for ParserOptions<'_> {
+    /// `drsink worker`'s defaults with the Elasticsearch sink.
+    fn default() -> Self {
+        ParserOptions {
+            timestamp_field: "@timestamp",
+            id_fields: &[],
+            level_field: "level",
+            min_level: None,
+            fingerprint: Scheme::default(),
+            skim: true,
+        }
+    }
+}
+
 impl RecordParser {
     pub fn new(options: &ParserOptions<'_>) -> Self {
         let mut wanted: Vec<Vec<u8>> = [
@@ -653,12 +667,10 @@ mod tests {
 
     fn parser_skimming(id_fields: &[String], min_level: Option<&str>, skim: bool) -> RecordParser {
         RecordParser::new(&ParserOptions {
-            timestamp_field: "@timestamp",
             id_fields,
-            level_field: "level",
             min_level: min_level.and_then(level_rank),
-            fingerprint: Scheme::default(),
             skim,
+            ..Default::default()
         })
     }
 
@@ -933,11 +945,7 @@ mod tests {
         let event = br#"{"version":"0","id":"ev-1","detail-type":"x","source":"s","time":"2026-11-21T12:00:00Z","detail":{"a":1}}"#;
         let p = RecordParser::new(&ParserOptions {
             timestamp_field: "time",
-            id_fields: &[],
-            level_field: "level",
-            min_level: None,
-            fingerprint: Default::default(),
-            skim: true,
+            ..Default::default()
         });
         let r = one(p.parse_line(event, at(1)).unwrap());
         assert_eq!((r.log_id.as_ref(), r.id_generated), ("ev-1", false));

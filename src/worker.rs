@@ -110,7 +110,7 @@ impl Worker {
         let _deadline_timer = {
             let (shutdown, deadline) = (self.shutdown.clone(), deadline.clone());
             let timeout = self.settings.shutdown_timeout;
-            tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+            AbortOnDropHandle::new(tokio::spawn(async move {
                 shutdown.stop.cancelled().await;
                 tokio::select! {
                     () = tokio::time::sleep(timeout) => {

@@ -51,14 +51,7 @@ pub struct Ctx {
 impl Ctx {
     pub fn new() -> Ctx {
         Ctx {
-            parser: RecordParser::new(&ParserOptions {
-                timestamp_field: "@timestamp",
-                id_fields: &[],
-                level_field: "level",
-                min_level: None,
-                fingerprint: Default::default(),
-                skim: true,
-            }),
+            parser: RecordParser::new(&ParserOptions::default()),
             sink: Elasticsearch::new(
                 "http://127.0.0.1:9200",
                 EsAction::Create,

@@ -521,14 +521,7 @@ mod tests {
     #[test]
     fn a_redriven_record_with_an_unusable_log_id_keeps_its_fingerprint() {
         use crate::records::{Parsed, ParserOptions, RecordParser};
-        let parser = RecordParser::new(&ParserOptions {
-            timestamp_field: "@timestamp",
-            id_fields: &[],
-            level_field: "level",
-            min_level: None,
-            fingerprint: Default::default(),
-            skim: true,
-        });
+        let parser = RecordParser::new(&ParserOptions::default());
         let one = |text: &[u8]| match parser.parse(text, Position::line(3)) {
             Ok(Parsed::One(record)) => record.log_id.into_owned(),
             other => panic!("{other:?}"),

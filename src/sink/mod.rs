@@ -77,7 +77,6 @@ pub trait Sink: Send + Sync {
     async fn check(&self) -> Result<(), String>;
 }
 
-/// `path` under a base URL that may itself have a path (a proxy prefix).
 /// The base URL given to `flag`: valid, and `http://` or `https://`.
 fn base_url(flag: &str, url: &str) -> Result<reqwest::Url, String> {
     let base = reqwest::Url::parse(url)
@@ -91,6 +90,7 @@ fn base_url(flag: &str, url: &str) -> Result<reqwest::Url, String> {
     }
 }
 
+/// `path` under a base URL that may itself have a path (a proxy prefix).
 fn endpoint(base: &reqwest::Url, path: &str) -> reqwest::Url {
     let mut url = base.clone();
     let joined = format!("{}/{path}", url.path().trim_end_matches('/'));
