@@ -1,8 +1,11 @@
 //! The dead-letter store: what could not be indexed, with the reason, where
 //! it came from, and the record itself, so nothing is dropped silently.
 //!
-//! Entries are NDJSON, appended to one file per process and synced to disk
-//! (or written to S3) before the SQS message that named them is deleted.
+//! Entries are NDJSON, appended to a file of this process's and synced to
+//! disk (or written to S3) before the SQS message that named them is deleted.
+//! The file is locked only while an append runs, so `drsink redrive` can take
+//! a running worker's letters between two appends; the worker then starts a
+//! new file.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -145,7 +148,8 @@ pub struct DeadLetterStore {
 enum Target {
     Dir {
         dir: PathBuf,
-        file: Mutex<Option<File>>,
+        /// The file of the last append, if it may take the next one.
+        file: Mutex<Option<PathBuf>>,
     },
     S3 {
         client: aws_sdk_s3::Client,
@@ -212,18 +216,21 @@ impl DeadLetterStore {
         match &self.target {
             Target::Dir { dir, file } => {
                 let mut slot = file.lock().unwrap_or_else(|p| p.into_inner());
-                if slot.is_none() {
-                    *slot = Some(create_file(dir)?);
-                }
-                let file = slot
-                    .as_mut()
-                    .ok_or_else(|| io::Error::other("no dead-letter file"))?;
+                let mut file = match slot.as_deref().and_then(reopen) {
+                    Some(file) => file,
+                    None => {
+                        let (file, path) = create_file(dir)?;
+                        *slot = Some(path);
+                        file
+                    }
+                };
                 let written = file.write_all(text).and_then(|()| file.sync_data());
                 if written.is_err() {
                     // A torn last line stays behind; the next letters go to a
                     // new file instead of being appended to it.
                     *slot = None;
                 }
+                // Dropping the file unlocks it.
                 written
             }
             Target::S3 {
@@ -276,7 +283,25 @@ fn file_stem() -> String {
     )
 }
 
-fn create_file(dir: &Path) -> io::Result<File> {
+/// The last append's file, locked, if it may take the next append: not if a
+/// redrive holds it (it will remove it) or has already removed it.
+fn reopen(path: &Path) -> Option<File> {
+    use std::os::unix::fs::MetadataExt;
+    let file = OpenOptions::new().append(true).open(path).ok()?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => return None,
+        // No locks on this file system: warned about when the file was made.
+        Err(fs::TryLockError::Error(_)) => {}
+    }
+    // Locked, and still under its name: a redrive may have removed it between
+    // the open and the lock, and appends to a removed file are lost.
+    let (held, named) = (file.metadata().ok()?, fs::metadata(path).ok()?);
+    (held.dev() == named.dev() && held.ino() == named.ino()).then_some(file)
+}
+
+/// A new dead-letter file, locked, and its path.
+fn create_file(dir: &Path) -> io::Result<(File, PathBuf)> {
     let context = |e: io::Error| {
         io::Error::new(
             e.kind(),
@@ -284,9 +309,8 @@ fn create_file(dir: &Path) -> io::Result<File> {
         )
     };
     fs::create_dir_all(dir).map_err(context)?;
-    // Locked for as long as this process writes to it, and named `.ndjson`
-    // only once locked: a redrive takes only files nobody holds, since it
-    // removes what it has read, and appends to a removed file are lost.
+    // Named `.ndjson` only once locked: a redrive takes only files nobody
+    // holds, since it removes what it has read.
     let stem = file_stem();
     let open = dir.join(format!("{stem}.open"));
     let file = OpenOptions::new()
@@ -302,13 +326,14 @@ fn create_file(dir: &Path) -> io::Result<File> {
             dir.display()
         );
     }
-    fs::rename(&open, dir.join(format!("{stem}.ndjson"))).map_err(context)?;
+    let path = dir.join(format!("{stem}.ndjson"));
+    fs::rename(&open, &path).map_err(context)?;
     // The new file's name must be durable too, or a crash could lose it
     // after the messages it accounts for were deleted.
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(context)?;
-    Ok(file)
+    Ok((file, path))
 }
 
 #[cfg(test)]
@@ -362,11 +387,8 @@ mod tests {
         assert_eq!(files.len(), 1);
         let path = files[0].as_ref().unwrap().path();
         assert_eq!(path.extension().unwrap(), "ndjson");
-        // Held by the writer, so a redrive leaves it alone.
-        assert!(matches!(
-            File::open(&path).unwrap().try_lock(),
-            Err(fs::TryLockError::WouldBlock)
-        ));
+        // Not held between appends, so a redrive can take it.
+        File::open(&path).unwrap().try_lock().unwrap();
         let text = fs::read_to_string(&path).unwrap();
         let lines: Vec<Value> = text
             .lines()
@@ -377,6 +399,64 @@ mod tests {
         assert_eq!(lines[0]["key"], "k 1");
         assert_eq!(lines[0]["line"], 3);
         assert_eq!(lines[0]["record"], "oops\u{fffd}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_file_a_redrive_holds_or_removed_takes_no_more_letters() {
+        let dir = std::env::temp_dir().join(format!("drsink-dl-redrive-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let store = DeadLetterStore::new(&dir);
+        let object = ObjectRef {
+            bucket: "b".into(),
+            key: "k".into(),
+            region: None,
+            version_id: None,
+            event_time: None,
+        };
+        let append = |reason: &str| store.append(&[DeadLetter::new(&object, reason)]).unwrap();
+        let files = || {
+            let mut files: Vec<(PathBuf, Vec<String>)> = fs::read_dir(&dir)
+                .unwrap()
+                .map(|entry| {
+                    let path = entry.unwrap().path();
+                    let reasons = fs::read_to_string(&path)
+                        .unwrap()
+                        .lines()
+                        .map(|l| {
+                            serde_json::from_str::<Value>(l).unwrap()["reason"]
+                                .as_str()
+                                .unwrap()
+                                .to_owned()
+                        })
+                        .collect();
+                    (path, reasons)
+                })
+                .collect();
+            files.sort_by_key(|(_, reasons)| reasons.clone());
+            files
+        };
+        append("a");
+        let [(first, _)] = <[_; 1]>::try_from(files()).unwrap();
+        // A redrive reads the first file: the next letter goes elsewhere.
+        let redrive = File::options().read(true).write(true).open(&first).unwrap();
+        redrive.try_lock().unwrap();
+        append("b");
+        let [(_, a), (second, b)] = <[_; 2]>::try_from(files()).unwrap();
+        assert_eq!((a, b), (vec!["a".to_owned()], vec!["b".to_owned()]));
+        // It removes the file and lets go; the second file takes the next letter.
+        fs::remove_file(&first).unwrap();
+        drop(redrive);
+        append("c");
+        let [(path, bc)] = <[_; 1]>::try_from(files()).unwrap();
+        assert_eq!(path, second);
+        assert_eq!(bc, ["b", "c"]);
+        // A redrive that removed the file between two appends: a new one.
+        fs::remove_file(&second).unwrap();
+        append("d");
+        let [(path, d)] = <[_; 1]>::try_from(files()).unwrap();
+        assert!(path != second);
+        assert_eq!(d, vec!["d"]);
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -339,21 +339,25 @@ def test_redrive_stopped_while_filling_a_batch_keeps_it(search, start_drsink, tm
     assert set(kept) | set(indexed) == set(ids), (len(kept), len(indexed))
 
 
-def test_redrive_leaves_a_running_workers_file_alone(aws, pipeline, search, worker_args, start_drsink,
-                                                    run_drsink, dead_letter_dir):
-    """A redrive next to a running worker: the worker's open dead-letter file is left
-    alone (removing it would send the worker's later dead letters into a deleted file),
-    so its letters from before and after the redrive are all in the store."""
+def test_redrive_takes_a_running_workers_letters(aws, pipeline, search, worker_args, start_drsink,
+                                                 run_drsink, dead_letter_dir):
+    """A redrive next to a running worker takes the letters the worker wrote so far and
+    removes their file. The worker writes its later letters to a new file (appends to the
+    removed one would be lost), so every letter from before and after the redrive is in
+    the store, once."""
     worker = start_drsink(*worker_args(pipeline.queue_url, exit_when_idle=False))
     aws.put(pipeline.buckets[0], "live/first.ndjson", b'{"log_id":"ok-1"}\nnot json 1\n')
     deadline = time.monotonic() + 60
     while len(dead_letters(dead_letter_dir)) < 1:
         assert worker.running() and time.monotonic() < deadline
         time.sleep(0.1)
+    [workers_file] = dead_letter_dir.rglob("*.ndjson")
     redrive = ok(run_drsink("redrive", "--from", str(dead_letter_dir), "--dead-letter", str(dead_letter_dir),
                             "--es-url", search.url, "--index", f"{search.prefix}-%Y.%m.%d",
                             "--fallback-index", f"{search.prefix}-undated"))
-    assert redrive["records"] == 0
+    assert (redrive["records"], redrive["indexed"]) == (1, 0), redrive
+    assert not workers_file.exists()
+    assert [e["record"] for e in dead_letters(dead_letter_dir)] == ["not json 1"]
     aws.put(pipeline.buckets[0], "live/second.ndjson", b'{"log_id":"ok-2"}\nnot json 2\n')
     while len(dead_letters(dead_letter_dir)) < 2:
         assert worker.running() and time.monotonic() < deadline
@@ -361,6 +365,7 @@ def test_redrive_leaves_a_running_workers_file_alone(aws, pipeline, search, work
     worker.send_signal(signal.SIGTERM)
     assert worker.wait().returncode == 0
     assert sorted(e["record"] for e in dead_letters(dead_letter_dir)) == ["not json 1", "not json 2"]
+    assert len(list(dead_letter_dir.rglob("*.ndjson"))) == 2
     assert search.count_by_log_id() == {"ok-1": 1, "ok-2": 1}
 
 
