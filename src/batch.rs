@@ -41,18 +41,41 @@ pub struct Builder {
 
 impl Builder {
     /// Appends one entry; `encode` writes it and returns where its document
-    /// starts and ends, relative to the body.
-    pub fn push(&mut self, position: Position, encode: impl FnOnce(&mut Vec<u8>) -> Range<usize>) {
+    /// starts and ends, relative to the body. An entry that would take the
+    /// body past `limits.bytes` starts the next batch instead: the batch
+    /// before it is returned, sealed, so no body passes the bound (a
+    /// cluster's or proxy's request limit) but by an entry that alone does.
+    pub fn push(
+        &mut self,
+        position: Position,
+        limits: &Limits,
+        encode: impl FnOnce(&mut Vec<u8>) -> Range<usize>,
+    ) -> Option<Batch> {
         if self.body.capacity() == 0 {
             self.body = Spare::take().unwrap_or_else(|| Vec::with_capacity(self.capacity));
         }
         let start = self.body.len();
         let document = encode(&mut self.body);
+        let end = self.body.len();
+        if end <= limits.bytes || self.entries.is_empty() {
+            self.entries.push(Entry {
+                range: start..end,
+                document,
+                position,
+            });
+            return None;
+        }
+        let mut next = Spare::take().unwrap_or_else(|| Vec::with_capacity(self.capacity));
+        next.extend_from_slice(&self.body[start..]);
+        self.body.truncate(start);
+        let full = self.take();
+        self.body = next;
         self.entries.push(Entry {
-            range: start..self.body.len(),
-            document,
+            range: 0..end - start,
+            document: document.start - start..document.end - start,
             position,
         });
+        Some(full)
     }
 
     pub fn is_full(&self, limits: &Limits) -> bool {
@@ -170,13 +193,14 @@ mod tests {
     #[test]
     fn subsets_and_documents_come_from_the_recorded_ranges() {
         let mut b = Builder::default();
-        b.push(Position::line(1), entry("one"));
-        b.push(Position::line(3), entry("three"));
-        b.push(Position::line(4), entry("four"));
-        assert!(b.is_full(&Limits {
+        let limits = Limits {
             bytes: 1000,
-            records: 3
-        }));
+            records: 3,
+        };
+        assert!(b.push(Position::line(1), &limits, entry("one")).is_none());
+        assert!(b.push(Position::line(3), &limits, entry("three")).is_none());
+        assert!(b.push(Position::line(4), &limits, entry("four")).is_none());
+        assert!(b.is_full(&limits));
         assert!(!b.is_full(&Limits {
             bytes: 1000,
             records: 4
@@ -188,8 +212,36 @@ mod tests {
         assert_eq!(batch.entries[1].position, Position::line(3));
         // Its body is recycled once dropped, and starts empty again.
         drop(batch);
-        b.push(Position::line(5), entry("five"));
-        b.push(Position::line(6), entry("six"));
+        b.push(Position::line(5), &limits, entry("five"));
+        b.push(Position::line(6), &limits, entry("six"));
         assert_eq!(&b.take().body[..], b"A\nfive\nA\nsix\n");
+    }
+
+    #[test]
+    fn an_entry_that_would_pass_the_byte_bound_starts_the_next_batch() {
+        let mut b = Builder::default();
+        let limits = Limits {
+            bytes: 20,
+            records: 100,
+        };
+        // Entries of 2 + len + 1 bytes: 8 + 8 fit in 20, a third does not.
+        assert!(b.push(Position::line(1), &limits, entry("one12")).is_none());
+        assert!(b.push(Position::line(2), &limits, entry("two12")).is_none());
+        let full = b.push(Position::line(3), &limits, entry("three")).unwrap();
+        assert_eq!(&full.body[..], b"A\none12\nA\ntwo12\n");
+        assert_eq!(full.entries.len(), 2);
+        assert!(!b.is_full(&limits));
+        // The entry that did not fit leads the next batch, its ranges moved along.
+        let next = b.take();
+        assert_eq!(&next.body[..], b"A\nthree\n");
+        assert_eq!(next.document(0), b"three");
+        assert_eq!(next.entries[0].position, Position::line(3));
+        // An entry larger than the bound alone still goes, alone.
+        let big = "x".repeat(30);
+        assert!(b.push(Position::line(4), &limits, entry(&big)).is_none());
+        assert!(b.is_full(&limits));
+        let full = b.push(Position::line(5), &limits, entry("five")).unwrap();
+        assert_eq!(full.document(0), big.as_bytes());
+        assert_eq!(b.take().document(0), b"five");
     }
 }

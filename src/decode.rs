@@ -109,13 +109,23 @@ impl<E: FnMut(Chunk) -> Result<(), String>> Run<'_, '_, E> {
             return Ok(());
         }
         let encoder = &mut *self.encoder;
-        self.builder
-            .push(record.position, |out| encoder.encode(record, out));
-        if self.builder.is_full(&self.decoder.limits) {
-            self.chunk.batch = Some(self.builder.take());
-            (self.emit)(std::mem::take(&mut self.chunk)).map_err(DecodeError::Stopped)?;
+        let limits = self.decoder.limits;
+        if let Some(full) = self
+            .builder
+            .push(record.position, &limits, |out| encoder.encode(record, out))
+        {
+            self.emit_batch(full)?;
+        }
+        if self.builder.is_full(&limits) {
+            let full = self.builder.take();
+            self.emit_batch(full)?;
         }
         Ok(())
+    }
+
+    fn emit_batch(&mut self, batch: Batch) -> Result<(), DecodeError> {
+        self.chunk.batch = Some(batch);
+        (self.emit)(std::mem::take(&mut self.chunk)).map_err(DecodeError::Stopped)
     }
 
     fn too_long(&self, bytes: u64) -> String {

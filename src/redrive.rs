@@ -427,13 +427,23 @@ impl<'a> RedriveFile<'a> {
                 return self.keep_raw(raw);
             }
         };
+        let limits = self.limits();
         let Some(encoder) = self.encoder.as_mut() else {
             bail!("internal error: a redrive record without its encoder");
         };
-        self.builder
-            .push(position, |out| encoder.encode(&parsed, out));
-        self.pending_raw.extend_from_slice(raw);
-        if self.builder.is_full(&self.limits()) {
+        match self
+            .builder
+            .push(position, &limits, |out| encoder.encode(&parsed, out))
+        {
+            // This entry starts the next batch: the raw entries waiting are
+            // those of the sealed one.
+            Some(full) => {
+                let raw_of_full = std::mem::replace(&mut self.pending_raw, raw.to_vec());
+                self.deliver(full, raw_of_full).await?;
+            }
+            None => self.pending_raw.extend_from_slice(raw),
+        }
+        if !self.stopped && self.builder.is_full(&limits) {
             self.flush_batch().await?;
         }
         Ok(())
@@ -443,15 +453,20 @@ impl<'a> RedriveFile<'a> {
         self.pipeline.limits
     }
 
-    /// Delivers the batch being filled. On interruption its entries are kept
-    /// verbatim: some may have been accepted, and a second submission merges
-    /// with them by log_id.
+    /// Delivers the batch being filled.
     async fn flush_batch(&mut self) -> anyhow::Result<()> {
         if self.builder.is_empty() {
             return Ok(());
         }
-        let batch: Batch = self.builder.take();
+        let batch = self.builder.take();
         let raw = std::mem::take(&mut self.pending_raw);
+        self.deliver(batch, raw).await
+    }
+
+    /// Delivers `batch`, whose raw entries are `raw`. On interruption they are
+    /// kept verbatim: some may have been accepted, and a second submission
+    /// merges with them by log_id.
+    async fn deliver(&mut self, batch: Batch, raw: Vec<u8>) -> anyhow::Result<()> {
         let Some(object) = self.object.as_ref() else {
             bail!("internal error: a redrive batch without its object");
         };

@@ -80,7 +80,8 @@ class FaultProxy:
         self.delay = 0.0
         self.down = False
         self.stats: dict[str, int] = dict.fromkeys(
-            ["requests", "bulk_requests", "failed_requests", "forwarded_items", "rejected_items", "cut"], 0)
+            ["requests", "bulk_requests", "failed_requests", "forwarded_items", "rejected_items", "cut",
+             "largest_bulk_body"], 0)
         self._local = threading.local()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -160,6 +161,8 @@ class FaultProxy:
 
     def bulk(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict, bytes]:
         self.count("bulk_requests")
+        with self._lock:
+            self.stats["largest_bulk_body"] = max(self.stats["largest_bulk_body"], len(body))
         if self.chance(self.request_fail_share):
             status = self.choice(self.request_fail_statuses)
             self.count("failed_requests")

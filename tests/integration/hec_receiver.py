@@ -67,6 +67,7 @@ class HecReceiver:
         self.events: list[dict] = []
         self.requests = 0          # event requests, of any outcome
         self.busy_answers = 0
+        self.too_large_answers = 0
         self.ack_polls = 0
         self.channels: set[str] = set()
         self.gzip_requests = 0
@@ -228,6 +229,8 @@ class HecReceiver:
                     self._reply(*error)
                     return
                 if len(raw) > receiver.max_content_length:
+                    with receiver.lock:
+                        receiver.too_large_answers += 1
                     self._reply(413, {"text": "Content too large", "code": 413})
                     return
                 body = raw

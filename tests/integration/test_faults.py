@@ -79,6 +79,17 @@ def test_throttling_retries_only_the_rejected(aws, pipeline, search, fault_proxy
     assert (summary["failed"], summary["dead_lettered"], summary["objects"]) == (0, 0, 4)
 
 
+def test_batch_bytes_bounds_every_request(aws, pipeline, search, fault_proxy, run_worker):
+    """`--batch-bytes` is a hard bound (set to a proxy's or cluster's request limit): a
+    record that would take a body past it starts the next request instead."""
+    ids = put_objects(aws, pipeline, "bound", objects=2, records=150)
+    summary = ok(run_worker(pipeline.queue_url, "--batch-bytes", "3000", es_url=fault_proxy.url))
+    assert_exactly_once(search, ids)
+    assert (summary["records"], summary["indexed"], summary["failed"]) == (300, 300, 0)
+    assert 2500 < fault_proxy.stats["largest_bulk_body"] <= 3000, fault_proxy.stats
+    assert aws.queue_depth(pipeline.queue_url) == 0
+
+
 @pytest.fixture
 def outage(search, fault_proxy, tmp_path):
     """(search server for this test, es_url for drsink, down(), up()).

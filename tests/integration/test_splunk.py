@@ -217,6 +217,17 @@ def test_too_large_requests_are_split(aws, pipeline, hec, hec_args, run_drsink):
     summary = ok(run_drsink(*hec_args(pipeline.queue_url, hec, "--hec-batch-bytes", "20000"), env=ENV))
     assert hec.counts() == {f"big-{i}": 1 for i in range(40)}
     assert summary["indexed"] == 40 and summary["dead_lettered"] == 0
+    assert hec.too_large_answers > 0
+
+
+def test_hec_batch_bytes_bounds_every_request(aws, pipeline, hec, hec_args, run_drsink):
+    """--hec-batch-bytes set to HEC's max_content_length: no request is too large."""
+    aws.put(pipeline.buckets[0], "bound.ndjson", ndjson(records([f"bound-{i}" for i in range(60)])))
+    hec.max_content_length = 3000
+    summary = ok(run_drsink(*hec_args(pipeline.queue_url, hec, "--hec-batch-bytes", "3000"), env=ENV))
+    assert hec.counts() == {f"bound-{i}": 1 for i in range(60)}
+    assert hec.too_large_answers == 0
+    assert summary["indexed"] == 60 and summary["failed"] == 0 and summary["dead_lettered"] == 0
 
 
 def test_malformed_event_is_dead_lettered_and_the_rest_sent_once(aws, pipeline, hec, hec_args, run_drsink,
