@@ -37,6 +37,11 @@ pub struct Builder {
     /// Capacity of the last body handed out: a new body starts with it, so
     /// it fills without reallocations.
     capacity: usize,
+    /// The entry that did not fit in the last batch, waiting for the next
+    /// body: that one is taken only when needed, so the body just handed out
+    /// can come back and be reused while it is still in the cache.
+    carried: Option<Entry>,
+    carried_bytes: Vec<u8>,
 }
 
 impl Builder {
@@ -51,9 +56,7 @@ impl Builder {
         limits: &Limits,
         encode: impl FnOnce(&mut Vec<u8>) -> Range<usize>,
     ) -> Option<Batch> {
-        if self.body.capacity() == 0 {
-            self.body = Spare::take().unwrap_or_else(|| Vec::with_capacity(self.capacity));
-        }
+        self.open_body();
         let start = self.body.len();
         let document = encode(&mut self.body);
         let end = self.body.len();
@@ -65,30 +68,48 @@ impl Builder {
             });
             return None;
         }
-        let mut next = Spare::take().unwrap_or_else(|| Vec::with_capacity(self.capacity));
-        next.extend_from_slice(&self.body[start..]);
-        self.body.truncate(start);
-        let full = self.take();
-        self.body = next;
-        self.entries.push(Entry {
+        self.carried_bytes.clear();
+        self.carried_bytes.extend_from_slice(&self.body[start..]);
+        self.carried = Some(Entry {
             range: 0..end - start,
             document: document.start - start..document.end - start,
             position,
         });
-        Some(full)
+        self.body.truncate(start);
+        Some(self.seal())
     }
 
     pub fn is_full(&self, limits: &Limits) -> bool {
-        self.body.len() >= limits.bytes || self.entries.len() >= limits.records
+        let (bytes, entries) = match &self.carried {
+            Some(entry) => (entry.range.len(), 1),
+            None => (self.body.len(), self.entries.len()),
+        };
+        bytes >= limits.bytes || entries >= limits.records
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.entries.is_empty() && self.carried.is_none()
     }
 
     /// Hands out the batch, leaving an empty builder; its next entry goes
     /// into a recycled body, or a new one of the same capacity.
     pub fn take(&mut self) -> Batch {
+        self.open_body();
+        self.seal()
+    }
+
+    /// Makes sure a body is there, with the carried entry at its start.
+    fn open_body(&mut self) {
+        if self.body.capacity() == 0 {
+            self.body = Spare::take().unwrap_or_else(|| Vec::with_capacity(self.capacity));
+        }
+        if let Some(entry) = self.carried.take() {
+            self.body.extend_from_slice(&self.carried_bytes);
+            self.entries.push(entry);
+        }
+    }
+
+    fn seal(&mut self) -> Batch {
         self.capacity = self.capacity.max(self.body.capacity());
         Batch {
             body: Bytes::from_owner(Spare(std::mem::take(&mut self.body))),
@@ -230,7 +251,7 @@ mod tests {
         let full = b.push(Position::line(3), &limits, entry("three")).unwrap();
         assert_eq!(&full.body[..], b"A\none12\nA\ntwo12\n");
         assert_eq!(full.entries.len(), 2);
-        assert!(!b.is_full(&limits));
+        assert!(!b.is_full(&limits) && !b.is_empty());
         // The entry that did not fit leads the next batch, its ranges moved along.
         let next = b.take();
         assert_eq!(&next.body[..], b"A\nthree\n");
@@ -242,6 +263,15 @@ mod tests {
         assert!(b.is_full(&limits));
         let full = b.push(Position::line(5), &limits, entry("five")).unwrap();
         assert_eq!(full.document(0), big.as_bytes());
-        assert_eq!(b.take().document(0), b"five");
+        // ... and so does one that did not fit behind another.
+        let five = b.push(Position::line(6), &limits, entry(&big)).unwrap();
+        assert_eq!(five.document(0), b"five");
+        assert!(b.is_full(&limits));
+        let last = b.take();
+        assert_eq!(
+            (last.document(0), last.entries[0].position),
+            (big.as_bytes(), Position::line(6))
+        );
+        assert!(b.is_empty());
     }
 }
