@@ -242,6 +242,14 @@ fn classify(action: EsAction, item: &ItemResult) -> ItemOutcome {
         }
         200..=299 => ItemOutcome::Indexed,
         409 if action == EsAction::Create => ItemOutcome::Duplicate,
+        // An index made read-only (ILM/ISM `readonly`, a shrink, or by hand)
+        // takes none of the late records meant for it: holding their
+        // messages would wedge the queue for good. The other blocks pass (a
+        // full disk's read-only-allow-delete, 429) or concern every record
+        // alike (the cluster read-only, 403 below).
+        403 if error_type == Some("cluster_block_exception") && blocks_index_writes(item) => {
+            ItemOutcome::Reject(item.error.clone().unwrap_or_default())
+        }
         // Permissions or a missing index (auto-create off) concern every
         // record alike: hold the messages until the cluster is fixed rather
         // than dead-letter everything.
@@ -260,6 +268,18 @@ fn classify(action: EsAction, item: &ItemResult) -> ItemOutcome {
                 .unwrap_or_else(|| json!({ "status": status })),
         ),
     }
+}
+
+/// Whether the item's block is one on writes to its index (`index.blocks.write`,
+/// `index.blocks.read_only`), as Elasticsearch and OpenSearch name them.
+fn blocks_index_writes(item: &ItemResult) -> bool {
+    let reason = item
+        .error
+        .as_ref()
+        .and_then(|e| e.get("reason"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    reason.contains("index write (api)") || reason.contains("index read-only (api)")
 }
 
 #[async_trait]
@@ -435,6 +455,32 @@ mod tests {
         assert_eq!(
             classify(c, &item(400, None, Some(mapping.clone()))),
             Reject(mapping)
+        );
+    }
+
+    #[test]
+    fn only_blocks_on_an_index_s_writes_reject_its_records() {
+        use ItemOutcome::*;
+        let block = |status: u16, reason: &str| {
+            let error = json!({"type": "cluster_block_exception", "reason": reason});
+            (
+                classify(EsAction::Create, &item(status, None, Some(error.clone()))),
+                error,
+            )
+        };
+        for reason in [
+            "index [logs-2026.11.20] blocked by: [FORBIDDEN/8/index write (api)];",
+            "index [logs-2026.11.20] blocked by: [FORBIDDEN/5/index read-only (api)];",
+        ] {
+            let (outcome, error) = block(403, reason);
+            assert_eq!(outcome, Reject(error));
+        }
+        let retried = Retry("cluster_block_exception".into());
+        let full_disk = "index [l] blocked by: [TOO_MANY_REQUESTS/12/disk usage exceeded flood-stage watermark, index has read-only-allow-delete block];";
+        assert_eq!(block(429, full_disk).0, retried);
+        assert_eq!(
+            block(403, "blocked by: [FORBIDDEN/6/cluster read-only (api)];").0,
+            retried
         );
     }
 

@@ -79,6 +79,39 @@ def test_throttling_retries_only_the_rejected(aws, pipeline, search, fault_proxy
     assert (summary["failed"], summary["dead_lettered"], summary["objects"]) == (0, 0, 4)
 
 
+def test_read_only_index_dead_letters_its_late_records(aws, pipeline, search, run_worker, run_drsink,
+                                                      dead_letter_dir):
+    """Late records for a day whose index was made read-only (ILM/ISM `readonly`, a shrink,
+    `index.blocks.write`): the cluster answers 403 cluster_block_exception for each. They go
+    to the dead-letter store with its error and the message is deleted, instead of being
+    held for ever; the other records are indexed. Once the block is lifted, a redrive
+    indexes them."""
+    closed_day = f"{search.prefix}-2026.11.20"
+    for request in [("PUT", closed_day, None), ("PUT", f"{closed_day}/_settings", {"index.blocks.write": True})]:
+        res = search.request(request[0], request[1], json=request[2])
+        assert res.ok, res.text
+    late = [{"log_id": f"late-{i}", "@timestamp": f"2026-11-20T23:59:0{i}Z"} for i in range(3)]
+    today = [{"log_id": f"today-{i}", "@timestamp": TIMESTAMP} for i in range(3)]
+    aws.put(pipeline.buckets[0], "ro/mixed.ndjson", ndjson([late[0], today[0], late[1], today[1], late[2], today[2]]))
+    summary = ok(run_worker(pipeline.queue_url))
+    assert (summary["indexed"], summary["dead_lettered"], summary["failed"]) == (3, 3, 0), summary
+    assert aws.queue_depth(pipeline.queue_url) == 0
+    letters = dead_letters(dead_letter_dir)
+    assert sorted(json.loads(e["record"])["log_id"] for e in letters) == ["late-0", "late-1", "late-2"]
+    for letter in letters:
+        assert letter["reason"] == "rejected by the sink: cluster_block_exception", letter
+        assert "index write (api)" in letter["error"]["reason"], letter
+    assert search.count_by_log_id() == {f"today-{i}": 1 for i in range(3)}
+    res = search.request("PUT", f"{closed_day}/_settings", json={"index.blocks.write": False})
+    assert res.ok, res.text
+    redrive = ok(run_drsink("redrive", "--from", str(dead_letter_dir), "--dead-letter", str(dead_letter_dir),
+                            "--es-url", search.url, "--index", f"{search.prefix}-%Y.%m.%d",
+                            "--fallback-index", f"{search.prefix}-undated"))
+    assert (redrive["indexed"], redrive["dead_lettered"]) == (3, 0), redrive
+    assert dead_letters(dead_letter_dir) == []
+    assert search.count_by_log_id() == {**{f"today-{i}": 1 for i in range(3)}, **{f"late-{i}": 1 for i in range(3)}}
+
+
 def test_batch_bytes_bounds_every_request(aws, pipeline, search, fault_proxy, run_worker):
     """`--batch-bytes` is a hard bound (set to a proxy's or cluster's request limit): a
     record that would take a body past it starts the next request instead."""
