@@ -45,7 +45,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let stats = Arc::clone(&pipeline.delivery.stats);
     let checkpoint = match &settings.checkpoint {
-        Some(path) if !settings.dry_run && settings.via_queue.is_none() => {
+        Some(path) if !settings.dry_run => {
             let checkpoint = Checkpoint::open(path)?;
             if !checkpoint.is_empty() {
                 tracing::info!(
@@ -83,25 +83,20 @@ pub async fn run(
             Stats::add(&stats.bytes, object.size);
             continue;
         }
-        if let Some(queue) = &settings.via_queue {
-            queue_batch.push(object);
-            if queue_batch.len() == SQS_BATCH {
-                enqueue(
-                    &sqs,
-                    queue,
-                    &std::mem::take(&mut queue_batch),
-                    settings.region.as_deref(),
-                    &stats,
-                )
-                .await?;
-            }
-            continue;
-        }
         if checkpoint
             .as_ref()
             .is_some_and(|c| c.is_done(&object.object.bucket, &object.object.key))
         {
             Stats::add(&stats.skipped, 1);
+            continue;
+        }
+        if let Some(queue) = &settings.via_queue {
+            queue_batch.push(object);
+            if queue_batch.len() == SQS_BATCH {
+                let batch = std::mem::take(&mut queue_batch);
+                enqueue(&sqs, queue, &batch, settings.region.as_deref(), &stats).await?;
+                record_enqueued(checkpoint.as_deref(), &batch);
+            }
             continue;
         }
         let slot = tokio::select! {
@@ -145,6 +140,7 @@ pub async fn run(
                 &stats,
             )
             .await?;
+            record_enqueued(checkpoint.as_deref(), &queue_batch);
         }
     }
     while let Some(joined) = tasks.join_next().await {
@@ -214,6 +210,17 @@ async fn replay(
                 tracing::error!("{e}");
             }
         }
+    }
+}
+
+/// With `--via-queue` the checkpoint holds the objects handed to the fleet.
+fn record_enqueued(checkpoint: Option<&Checkpoint>, objects: &[Listed]) {
+    let Some(checkpoint) = checkpoint else { return };
+    let names = objects
+        .iter()
+        .map(|o| (o.object.bucket.as_str(), o.object.key.as_str()));
+    if let Err(e) = checkpoint.record_all(names) {
+        tracing::warn!("{e}; a rerun sends these {} objects again", objects.len());
     }
 }
 

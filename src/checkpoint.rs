@@ -1,4 +1,5 @@
-//! Backfill checkpoint: the objects already replayed, so a rerun skips them.
+//! Backfill checkpoint: the objects already replayed (or, with `--via-queue`,
+//! sent to the workers' queue), so a rerun skips them.
 //!
 //! An append-only journal of one JSON line per completed object, each
 //! written with a single append and synced before the object counts as
@@ -87,14 +88,28 @@ impl Checkpoint {
 
     /// Records an object as completed, durably.
     pub fn record(&self, bucket: &str, key: &str) -> io::Result<()> {
-        let mut line = serde_json::to_vec(&Done {
-            bucket: bucket.into(),
-            key: key.into(),
-        })?;
-        line.push(b'\n');
+        self.record_all([(bucket, key)])
+    }
+
+    /// Records objects as completed with one append and one sync.
+    pub fn record_all<'a>(
+        &self,
+        objects: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> io::Result<()> {
+        let mut lines = Vec::new();
+        for (bucket, key) in objects {
+            serde_json::to_writer(
+                &mut lines,
+                &Done {
+                    bucket: bucket.into(),
+                    key: key.into(),
+                },
+            )?;
+            lines.push(b'\n');
+        }
         let mut journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
         journal
-            .write_all(&line)
+            .write_all(&lines)
             .and_then(|()| journal.sync_data())
             .map_err(|e| {
                 io::Error::new(e.kind(), format!("checkpoint {}: {e}", self.path.display()))
@@ -128,7 +143,10 @@ mod tests {
         assert!(again.is_done("b", "k\n2"));
         assert!(!again.is_done("b", "k 3"));
         again.record("b", "k 3").unwrap();
-        assert!(Checkpoint::open(&path).unwrap().is_done("b", "k 3"));
+        again.record_all([("b", "k 4"), ("c", "k 4")]).unwrap();
+        let last = Checkpoint::open(&path).unwrap();
+        assert_eq!(last.len(), 5);
+        assert!(last.is_done("b", "k 3") && last.is_done("b", "k 4") && last.is_done("c", "k 4"));
         std::fs::remove_file(&path).unwrap();
     }
 }

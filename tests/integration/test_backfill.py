@@ -5,6 +5,7 @@ import gzip
 import json
 import signal
 import time
+from urllib.parse import unquote_plus
 
 import requests
 
@@ -172,3 +173,28 @@ def test_via_queue_then_worker_matches_a_local_backfill(aws, search, run_drsink,
     assert worked["records"] == 30
     assert aws.queue_depth(queue_url) == 0
     assert search.count_by_log_id() == {i: 1 for i in set(ids)}
+
+
+def test_via_queue_rerun_with_a_checkpoint_sends_only_new_objects(aws, search, run_drsink, tmp_path):
+    """An interrupted --via-queue fan-out over a large archive is resumed with its
+    --checkpoint: the rerun sends only the objects not yet handed to the fleet."""
+    bucket = archive(aws, "fleet-resume")
+    queue_url = aws.sqs.create_queue(QueueName=unique("fleet-resume-queue", 60))["QueueUrl"]
+    checkpoint = tmp_path / "via-queue.ckpt"
+    args = backfill_args(search, bucket, "--via-queue", queue_url, "--checkpoint", str(checkpoint))
+    first = ok(run_drsink(*args))
+    assert (first["enqueued"], first["skipped"]) == (6, 0)
+    assert len(checkpoint.read_text().splitlines()) == 6
+    aws.put(bucket, "archive/2026/11/22/late.ndjson.gz", gz(ndjson([{"log_id": "late-1"}])))
+    second = ok(run_drsink(*args))
+    assert (second["enqueued"], second["skipped"]) == (1, 6)
+    assert aws.queue_depth(queue_url) == 7
+    bodies = []
+    while len(bodies) < 7:
+        got = aws.sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+        bodies += [json.loads(m["Body"]) for m in got.get("Messages", [])]
+    # Keys are URL-encoded, as in S3's own notifications.
+    keys = sorted(unquote_plus(r["s3"]["object"]["key"]) for b in bodies for r in b["Records"])
+    assert len(keys) == 7 and len(set(keys)) == 7
+    assert "archive/2026/11/22/late.ndjson.gz" in keys
+
