@@ -140,6 +140,32 @@ fn partition_days(path: &str) -> Option<(NaiveDate, NaiveDate)> {
     None
 }
 
+/// The StartAfter to send when listing `prefix`. With a delimiter, S3 rolls
+/// the keys after StartAfter up into prefixes, but some S3-compatible stores
+/// (moto among them) compare the prefixes themselves with StartAfter and drop
+/// the one that holds it (`a/2026/` sorts before `a/2026/11/20/x`), and with
+/// it every later key inside. Listing from that prefix's name (`a/2026`)
+/// instead keeps it on both; `list` drops what lies before the real key.
+fn start_after_at(prefix: &str, start_after: &str, delimited: bool) -> String {
+    match start_after.strip_prefix(prefix) {
+        Some(rest) if delimited => match rest.find('/') {
+            Some(slash) => format!("{prefix}{}", &rest[..slash]),
+            None => start_after.to_owned(),
+        },
+        _ => start_after.to_owned(),
+    }
+}
+
+impl Selection {
+    /// Whether a listed prefix can hold keys after `--start-after`: not if
+    /// it sorts before it and does not hold it.
+    fn may_hold_keys_after_start(&self, prefix: &str) -> bool {
+        self.start_after
+            .as_deref()
+            .is_none_or(|after| prefix > after || after.starts_with(prefix))
+    }
+}
+
 /// Lists the selected objects into `out`, in key order per prefix; stops
 /// early (Ok) when the receiver is gone.
 pub async fn list(
@@ -163,7 +189,12 @@ pub async fn list(
                 .bucket(&selection.bucket)
                 .prefix(&prefix)
                 .set_delimiter(delimiter.map(str::to_owned))
-                .set_start_after(selection.start_after.clone())
+                .set_start_after(
+                    selection
+                        .start_after
+                        .as_deref()
+                        .map(|after| start_after_at(&prefix, after, delimiter.is_some())),
+                )
                 .into_paginator()
                 .send();
             while let Some(page) = pages.next().await {
@@ -176,8 +207,10 @@ pub async fn list(
                 })?;
                 for common in page.common_prefixes() {
                     if let Some(child) = common.prefix() {
-                        let keep = partition_days(child)
-                            .is_none_or(|(first, last)| selection.range.overlaps_days(first, last));
+                        let keep = selection.may_hold_keys_after_start(child)
+                            && partition_days(child).is_none_or(|(first, last)| {
+                                selection.range.overlaps_days(first, last)
+                            });
                         if keep {
                             children.push(child.to_owned());
                         } else {
@@ -190,6 +223,13 @@ pub async fn list(
                 }
                 for object in page.contents() {
                     let Some(key) = object.key() else { continue };
+                    if selection
+                        .start_after
+                        .as_deref()
+                        .is_some_and(|after| key <= after)
+                    {
+                        continue;
+                    }
                     let selected = match partition_days(key) {
                         Some((first, last)) => selection.range.overlaps_days(first, last),
                         None => object
@@ -250,6 +290,27 @@ mod tests {
         assert_eq!(partition_days("AWSLogs/123456789012/"), None);
         assert_eq!(partition_days("app/12026/11/21/x"), None);
         assert_eq!(partition_days("app/2026/13/01/x"), None);
+    }
+
+    #[test]
+    fn a_delimited_listing_starts_at_the_prefix_holding_start_after() {
+        let after = "a/2026/11/20/part 0";
+        assert_eq!(start_after_at("", after, true), "a");
+        assert_eq!(start_after_at("a/", after, true), "a/2026");
+        assert_eq!(start_after_at("a/2026/11/", after, true), "a/2026/11/20");
+        assert_eq!(start_after_at("a/2026/11/20/", after, true), after);
+        assert_eq!(start_after_at("b/", after, true), after);
+        assert_eq!(start_after_at("", after, false), after);
+        let selection = Selection {
+            bucket: "b".into(),
+            prefixes: Vec::new(),
+            start_after: Some(after.into()),
+            range: TimeRange::default(),
+        };
+        assert!(selection.may_hold_keys_after_start("a/2026/"));
+        assert!(selection.may_hold_keys_after_start("a/2026/11/21/"));
+        assert!(!selection.may_hold_keys_after_start("a/2026/11/19/"));
+        assert!(!selection.may_hold_keys_after_start("a/2026-old/"));
     }
 
     #[test]
