@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::aws::describe;
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{self, Checkpoint};
 use crate::dead_letter::DeadLetter;
 use crate::delivery::Undelivered;
 use crate::listing::{self, Listed, Selection};
@@ -46,7 +46,11 @@ pub async fn run(
     let stats = Arc::clone(&pipeline.delivery.stats);
     let checkpoint = match &settings.checkpoint {
         Some(path) if !settings.dry_run => {
-            let checkpoint = Checkpoint::open(path)?;
+            let kind = match settings.via_queue {
+                Some(_) => checkpoint::Kind::Enqueued,
+                None => checkpoint::Kind::Replayed,
+            };
+            let checkpoint = Checkpoint::open(path, kind)?;
             if !checkpoint.is_empty() {
                 tracing::info!(
                     completed = checkpoint.len(),

@@ -38,8 +38,9 @@ pub struct Builder {
     /// it fills without reallocations.
     capacity: usize,
     /// The entry that did not fit in the last batch, waiting for the next
-    /// body: that one is taken only when needed, so the body just handed out
-    /// can come back and be reused while it is still in the cache.
+    /// body. That one is taken only when needed: a batch whose delivery is
+    /// quick (or that is dropped at once) gives its body back first, to be
+    /// reused while still in the cache.
     carried: Option<Entry>,
     carried_bytes: Vec<u8>,
 }
@@ -104,6 +105,8 @@ impl Builder {
             self.body = Spare::take().unwrap_or_else(|| Vec::with_capacity(self.capacity));
         }
         if let Some(entry) = self.carried.take() {
+            // Carried only by `push`, right after sealing: it opens the body.
+            debug_assert!(self.body.is_empty() && self.entries.is_empty());
             self.body.extend_from_slice(&self.carried_bytes);
             self.entries.push(entry);
         }

@@ -7,6 +7,10 @@
 //! (that object is replayed again, and its records merge by log_id).
 //! Objects are identified by bucket and key, never by LastModified, which
 //! many objects share.
+//!
+//! The two kinds refuse each other's file: objects sent to the queue are not
+//! done (a worker may still fail on one), so a replay here must not skip them.
+//! A queue's checkpoint starts with a `{"kind":"enqueued"}` line.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -25,6 +29,21 @@ struct Done<'a> {
     key: Cow<'a, str>,
 }
 
+/// What a checkpoint's objects went through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// Replayed by this backfill.
+    Replayed,
+    /// Sent to the workers' queue (`--via-queue`).
+    Enqueued,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Header {
+    kind: Kind,
+}
+
 pub struct Checkpoint {
     path: PathBuf,
     done: HashSet<(String, String)>,
@@ -32,10 +51,12 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    pub fn open(path: &Path) -> io::Result<Checkpoint> {
+    pub fn open(path: &Path, kind: Kind) -> io::Result<Checkpoint> {
         let context =
             |e: io::Error| io::Error::new(e.kind(), format!("checkpoint {}: {e}", path.display()));
         let mut done = HashSet::new();
+        // A file without a header is of the kind that came first.
+        let mut found = None;
         match File::open(path) {
             Ok(file) => {
                 // Bytes, not text: a line torn inside a multi-byte key is
@@ -43,12 +64,32 @@ impl Checkpoint {
                 for line in BufReader::new(file).split(b'\n') {
                     let line = line.map_err(context)?;
                     if let Ok(entry) = serde_json::from_slice::<Done>(&line) {
+                        found.get_or_insert(Kind::Replayed);
                         done.insert((entry.bucket.into_owned(), entry.key.into_owned()));
+                    } else if let Ok(header) = serde_json::from_slice::<Header>(&line) {
+                        found.get_or_insert(header.kind);
                     }
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(context(e)),
+        }
+        match found {
+            Some(found) if found != kind => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "checkpoint {} records objects {}, and this run {}: give it a checkpoint file of its own",
+                        path.display(),
+                        kind_text(found),
+                        match kind {
+                            Kind::Replayed => "replays them here",
+                            Kind::Enqueued => "sends them to a queue",
+                        }
+                    ),
+                ))
+            }
+            _ => {}
         }
         let mut journal = OpenOptions::new()
             .create(true)
@@ -65,6 +106,14 @@ impl Checkpoint {
             if last != *b"\n" {
                 journal.write_all(b"\n").map_err(context)?;
             }
+        }
+        if found.is_none() && kind == Kind::Enqueued {
+            let mut header = serde_json::to_vec(&Header { kind })?;
+            header.push(b'\n');
+            journal
+                .write_all(&header)
+                .and_then(|()| journal.sync_data())
+                .map_err(context)?;
         }
         Ok(Checkpoint {
             path: path.to_owned(),
@@ -117,6 +166,13 @@ impl Checkpoint {
     }
 }
 
+fn kind_text(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Replayed => "replayed by a backfill",
+        Kind::Enqueued => "sent to a queue with --via-queue",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,7 +181,7 @@ mod tests {
     fn completed_objects_survive_a_reopen_and_torn_lines_are_ignored() {
         let path = std::env::temp_dir().join(format!("drsink-checkpoint-{}", std::process::id()));
         let _ = std::fs::remove_file(&path);
-        let first = Checkpoint::open(&path).unwrap();
+        let first = Checkpoint::open(&path, Kind::Replayed).unwrap();
         assert!(first.is_empty());
         first.record("b", "k 1").unwrap();
         first.record("b", "k\n2").unwrap();
@@ -137,16 +193,44 @@ mod tests {
             .unwrap()
             .write_all(b"{\"bucket\":\"b\",\"ke")
             .unwrap();
-        let again = Checkpoint::open(&path).unwrap();
+        let again = Checkpoint::open(&path, Kind::Replayed).unwrap();
         assert_eq!(again.len(), 2);
         assert!(again.is_done("b", "k 1"));
         assert!(again.is_done("b", "k\n2"));
         assert!(!again.is_done("b", "k 3"));
         again.record("b", "k 3").unwrap();
         again.record_all([("b", "k 4"), ("c", "k 4")]).unwrap();
-        let last = Checkpoint::open(&path).unwrap();
+        let last = Checkpoint::open(&path, Kind::Replayed).unwrap();
         assert_eq!(last.len(), 5);
         assert!(last.is_done("b", "k 3") && last.is_done("b", "k 4") && last.is_done("c", "k 4"));
+        let error = Checkpoint::open(&path, Kind::Enqueued).err().unwrap();
+        assert_eq!(
+            error.to_string(),
+            format!("checkpoint {} records objects replayed by a backfill, and this run sends them to a queue: give it a checkpoint file of its own", path.display())
+        );
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn a_queue_s_checkpoint_is_marked_and_refused_by_a_replay() {
+        let path = std::env::temp_dir().join(format!("drsink-checkpoint-q-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let sent = Checkpoint::open(&path, Kind::Enqueued).unwrap();
+        drop(sent);
+        // Marked even before its first object.
+        let sent = Checkpoint::open(&path, Kind::Enqueued).unwrap();
+        sent.record_all([("b", "k 1")]).unwrap();
+        drop(sent);
+        let again = Checkpoint::open(&path, Kind::Enqueued).unwrap();
+        assert_eq!(again.len(), 1);
+        assert!(again.is_done("b", "k 1"));
+        let error = Checkpoint::open(&path, Kind::Replayed).err().unwrap();
+        assert!(
+            error.to_string().contains(
+                "records objects sent to a queue with --via-queue, and this run replays them here"
+            ),
+            "{error}"
+        );
         std::fs::remove_file(&path).unwrap();
     }
 }

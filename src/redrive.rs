@@ -172,9 +172,10 @@ impl Source {
         }
     }
 
-    /// The file's entries; `None` for a file that a running drsink still
-    /// writes to (or another redrive reads), which is left for a later run,
-    /// or one that another redrive has removed since the listing.
+    /// The file's entries; `None` for a file that a running drsink is
+    /// appending to at this moment (or another redrive reads), which is left
+    /// for a later run, or one that another redrive has removed since the
+    /// listing.
     async fn open(&self, name: &str) -> anyhow::Result<Option<Opened>> {
         match self {
             Source::Dir(_) => {

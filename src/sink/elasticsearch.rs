@@ -270,6 +270,21 @@ fn classify(action: EsAction, item: &ItemResult) -> ItemOutcome {
     }
 }
 
+/// The reason of a whole-request `cluster_block_exception`: a read-only
+/// cluster (`cluster.blocks.read_only`) answers `_bulk` with a 403 of its
+/// own, which is an operator's pause, not a credentials problem.
+fn cluster_block(body: &[u8]) -> Option<String> {
+    let body: Value = serde_json::from_slice(body).ok()?;
+    let error = body.get("error")?;
+    (error.get("type")?.as_str()? == "cluster_block_exception").then(|| {
+        error
+            .get("reason")
+            .and_then(Value::as_str)
+            .unwrap_or("blocked")
+            .to_owned()
+    })
+}
+
 /// Whether the item's block is one on writes to its index (`index.blocks.write`,
 /// `index.blocks.read_only`), as Elasticsearch and OpenSearch name them.
 fn blocks_index_writes(item: &ItemResult) -> bool {
@@ -316,6 +331,14 @@ impl Sink for Elasticsearch {
             .bytes()
             .await
             .map_err(|e| SendError::Transient(transport_error(e)))?;
+        if status.as_u16() == 403 {
+            if let Some(reason) = cluster_block(&text) {
+                return Err(SendError::Transient(format!(
+                    "{} takes no writes for now: {reason} (retrying until the block is lifted)",
+                    self.describe()
+                )));
+            }
+        }
         match status.as_u16() {
             200..=299 => {}
             413 => {
@@ -456,6 +479,18 @@ mod tests {
             classify(c, &item(400, None, Some(mapping.clone()))),
             Reject(mapping)
         );
+    }
+
+    #[test]
+    fn a_whole_request_cluster_block_is_told_from_a_refusal() {
+        let body = br#"{"error":{"root_cause":[],"type":"cluster_block_exception","reason":"blocked by: [FORBIDDEN/6/cluster read-only (api)];"},"status":403}"#;
+        assert_eq!(
+            cluster_block(body).as_deref(),
+            Some("blocked by: [FORBIDDEN/6/cluster read-only (api)];")
+        );
+        let denied = br#"{"error":{"type":"security_exception","reason":"action [indices:data/write/bulk] is unauthorized"},"status":403}"#;
+        assert_eq!(cluster_block(denied), None);
+        assert_eq!(cluster_block(b"<html>Forbidden</html>"), None);
     }
 
     #[test]

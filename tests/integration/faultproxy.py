@@ -12,7 +12,8 @@ while drsink runs:
 
 Faults, each applied to `_bulk` requests only (other requests pass through):
 - request_fail_share: that share of whole requests is answered with one of
-  request_fail_statuses (429, 503) without reaching the server.
+  request_fail_statuses (429, 503) without reaching the server, with
+  request_fail_error as the answer's "error" if set.
 - item_reject_share: that share of the items is taken out of the request
   before it is forwarded, and answered with a 429 `es_rejected_execution_exception`
   item at its position in the server's response. (Forwarding everything and
@@ -76,6 +77,7 @@ class FaultProxy:
         self._random = random.Random(seed)
         self.request_fail_share = 0.0
         self.request_fail_statuses: tuple[int, ...] = (429, 503)
+        self.request_fail_error: dict | None = None  # the injected answer's "error", if not the default
         self.item_reject_share = 0.0
         self.delay = 0.0
         self.down = False
@@ -90,7 +92,7 @@ class FaultProxy:
 
     def configure(self, **settings: Any) -> "FaultProxy":
         """Change faults at runtime: request_fail_share, request_fail_statuses,
-        item_reject_share, delay, down."""
+        request_fail_error, item_reject_share, delay, down."""
         with self._lock:
             for name, value in settings.items():
                 if not hasattr(self, name) or name.startswith("_") or name in ("upstream", "stats"):
@@ -167,8 +169,9 @@ class FaultProxy:
             status = self.choice(self.request_fail_statuses)
             self.count("failed_requests")
             kind = "es_rejected_execution_exception" if status == 429 else "unavailable_shards_exception"
+            error = self.request_fail_error or {"type": kind, "reason": "injected by faultproxy"}
             return status, {"Content-Type": "application/json"}, json.dumps(
-                {"error": {"type": kind, "reason": "injected by faultproxy"}, "status": status}).encode()
+                {"error": error, "status": status}).encode()
         try:
             items = split_bulk(body)
         except (ValueError, StopIteration):

@@ -184,7 +184,12 @@ def test_via_queue_rerun_with_a_checkpoint_sends_only_new_objects(aws, search, r
     args = backfill_args(search, bucket, "--via-queue", queue_url, "--checkpoint", str(checkpoint))
     first = ok(run_drsink(*args))
     assert (first["enqueued"], first["skipped"]) == (6, 0)
-    assert len(checkpoint.read_text().splitlines()) == 6
+    assert checkpoint.read_text().splitlines()[0] == '{"kind":"enqueued"}'
+    assert len(checkpoint.read_text().splitlines()) == 1 + 6
+    # Sent is not done (a worker may still fail on an object): a replay here refuses it.
+    rc, _, err, _ = run_drsink(*backfill_args(search, bucket, "--checkpoint", str(checkpoint)))
+    assert rc != 0
+    assert "records objects sent to a queue with --via-queue, and this run replays them here" in err, err
     aws.put(bucket, "archive/2026/11/22/late.ndjson.gz", gz(ndjson([{"log_id": "late-1"}])))
     second = ok(run_drsink(*args))
     assert (second["enqueued"], second["skipped"]) == (1, 6)

@@ -112,6 +112,31 @@ def test_read_only_index_dead_letters_its_late_records(aws, pipeline, search, ru
     assert search.count_by_log_id() == {**{f"today-{i}": 1 for i in range(3)}, **{f"late-{i}": 1 for i in range(3)}}
 
 
+def test_read_only_cluster_holds_the_messages_until_lifted(aws, pipeline, search, fault_proxy, worker_args,
+                                                          start_drsink):
+    """A read-only cluster (`cluster.blocks.read_only`) answers the whole `_bulk` with a 403
+    cluster_block_exception. That is an operator's pause, not bad credentials: the worker
+    keeps the messages and retries, and indexes everything once the block is lifted."""
+    fault_proxy.configure(request_fail_share=1.0, request_fail_statuses=(403,), request_fail_error={
+        "root_cause": [], "type": "cluster_block_exception",
+        "reason": "blocked by: [FORBIDDEN/6/cluster read-only (api)];"})
+    worker = start_drsink(*worker_args(pipeline.queue_url, "--max-retry-interval", "0.2",
+                                       es_url=fault_proxy.url, exit_when_idle=False))
+    ids = put_objects(aws, pipeline, "blocked", objects=2, records=20)
+    wait_for(lambda: fault_proxy.stats["failed_requests"] >= 4, 60, "the blocked requests")
+    assert worker.running()
+    assert search.count_by_log_id() == {}
+    fault_proxy.configure(request_fail_share=0.0)
+    wait_for(lambda: aws.queue_depth(pipeline.queue_url) == 0, 60, "the messages to be done")
+    worker.send_signal(signal.SIGTERM)
+    result = worker.wait()
+    summary = ok(result)
+    assert_exactly_once(search, ids)
+    assert (summary["indexed"], summary["failed"], summary["dead_lettered"]) == (40, 0, 0)
+    retries = [line for line in result.stderr.splitlines() if "bulk request failed; retrying" in line]
+    assert retries and all("cluster read-only (api)" in line for line in retries), retries[:3]
+
+
 def test_batch_bytes_bounds_every_request(aws, pipeline, search, fault_proxy, run_worker):
     """`--batch-bytes` is a hard bound (set to a proxy's or cluster's request limit): a
     record that would take a body past it starts the next request instead."""
