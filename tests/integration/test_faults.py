@@ -408,6 +408,36 @@ def test_redrive_stopped_while_filling_a_batch_keeps_it(search, start_drsink, tm
     assert set(kept) | set(indexed) == set(ids), (len(kept), len(indexed))
 
 
+def test_redrive_interrupted_between_small_batches_keeps_the_rest(search, fault_proxy, start_drsink, tmp_path):
+    """SIGTERM while a redrive sends many small batches (each one closed by the entry that
+    did not fit, which opens the next): every entry is indexed or kept, once."""
+    source = tmp_path / "letters"
+    source.mkdir()
+    ids = [f"small-{i:04d}" for i in range(400)]
+    with (source / "dead-letter-old.ndjson").open("w") as f:
+        for n, log_id in enumerate(ids):
+            f.write(json.dumps({"reason": "rejected by the sink: test", "bucket": "b", "key": "k.ndjson",
+                                "line": n + 1, "record": json.dumps({"log_id": log_id, "@timestamp": TIMESTAMP})})
+                    + "\n")
+    store = tmp_path / "store"
+    fault_proxy.configure(delay=0.2)
+    proc = start_drsink("redrive", "--from", str(source), "--dead-letter", str(store), "--es-url", fault_proxy.url,
+                        "--index", f"{search.prefix}-%Y.%m.%d", "--fallback-index", f"{search.prefix}-undated",
+                        "--batch-bytes", "2000")
+    wait_for(lambda: fault_proxy.stats["bulk_requests"] >= 3, 30, "a few batches")
+    proc.send_signal(signal.SIGTERM)
+    rc, out, err, _ = proc.wait()
+    assert rc != 0 and "interrupted" in err, err
+    assert not list(source.glob("*.ndjson"))
+    kept = [json.loads(e["record"])["log_id"] for e in dead_letters(store)]
+    search.refresh()
+    indexed = search.count_by_log_id()
+    assert 0 < len(indexed) < len(ids), len(indexed)
+    assert len(kept) == len(set(kept)) and set(indexed.values()) == {1}
+    assert set(kept) | set(indexed) == set(ids), (len(kept), len(indexed))
+    assert fault_proxy.stats["largest_bulk_body"] <= 2000
+
+
 def test_redrive_takes_a_running_workers_letters(aws, pipeline, search, worker_args, start_drsink,
                                                  run_drsink, dead_letter_dir):
     """A redrive next to a running worker takes the letters the worker wrote so far and
