@@ -122,8 +122,8 @@ pub struct WorkerArgs {
     #[arg(long, env = "DRSINK_WAIT_SECONDS", default_value_t = 20, value_parser = clap::value_parser!(i32).range(0..=20))]
     pub wait_seconds: i32,
 
-    /// Visibility timeout in seconds set by each heartbeat; default: the queue's own.
-    #[arg(long, env = "DRSINK_VISIBILITY_TIMEOUT")]
+    /// Visibility timeout in seconds (1-43200) set by each heartbeat; default: the queue's own.
+    #[arg(long, env = "DRSINK_VISIBILITY_TIMEOUT", value_parser = clap::value_parser!(u32).range(1..=43200))]
     pub visibility_timeout: Option<u32>,
 
     /// Exit 0 once a receive comes back empty and all in-flight work is flushed.

@@ -92,7 +92,12 @@ fn parse_s3_records(records: &[Value]) -> Result<Notification, NotificationError
                 field: "eventName",
             },
         )?;
-        if !event_name.starts_with("ObjectCreated:") {
+        // MinIO (and other S3-compatible stores) name it `s3:ObjectCreated:Put`.
+        let created = event_name
+            .strip_prefix("s3:")
+            .unwrap_or(event_name)
+            .starts_with("ObjectCreated:");
+        if !created {
             ignored.push(event_name.to_owned());
             continue;
         }

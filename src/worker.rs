@@ -82,6 +82,7 @@ impl Worker {
             .and_then(|a| a.get(&QueueAttributeName::VisibilityTimeout))
             .and_then(|v| v.parse::<u32>().ok())
             .unwrap_or(30);
+        // --visibility-timeout is checked at start; the queue's own may be 0.
         let visibility = settings
             .visibility_timeout
             .unwrap_or(queue_visibility)

@@ -234,6 +234,8 @@ concurrency = 3
 @pytest.mark.parametrize("text, expected", [
     ('queue_ur = "x"\n', "unknown key `queue_ur`"),
     ('concurrency = 0\n', "key `concurrency`"),
+    ('visibility_timeout = 0\n', "key `visibility_timeout`"),
+    ('visibility_timeout = 43201\n', "key `visibility_timeout`"),
     ('min_level = "loud"\n', "key `min_level`"),
     ('queue-url = "x"\n', "snake_case"),
     ('[worker]\nqueue_url = "x"\n', "unknown key `worker`"),

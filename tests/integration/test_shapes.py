@@ -135,7 +135,8 @@ def assert_no_dead_letters(summary, dead_letter_dir):
 
 def test_notification_shapes(aws, search, run_worker, dead_letter_dir):
     """Direct S3 events (several Records), SNS-wrapped and raw-delivery SNS, EventBridge
-    Object Created, s3:TestEvent bare and SNS-wrapped, and an ObjectRemoved event."""
+    Object Created, MinIO's `s3:ObjectCreated:Put`, s3:TestEvent bare and SNS-wrapped, and
+    an ObjectRemoved event."""
     queue = make_queue(aws, "shapes")
     bucket = make_bucket(aws, "shapes")
     objects = {  # key -> {log_id: line}
@@ -145,6 +146,7 @@ def test_notification_shapes(aws, search, run_worker, dead_letter_dir):
         "sns/wrapped é.ndjson": None,
         "sns/raw delivery.ndjson": None,
         "eventbridge/dr-stream 12 00 abc+def.gz": None,  # key verbatim: a space and a literal '+'
+        "minio/bucket notification.ndjson": None,
     }
     for n, key in enumerate(objects):
         objects[key] = put_ndjson(aws, bucket, key, [f"ev{n}-a", f"ev{n}-b"],
@@ -157,6 +159,7 @@ def test_notification_shapes(aws, search, run_worker, dead_letter_dir):
     send(aws, queue, s3_test_event(bucket))
     send(aws, queue, sns_wrapped(s3_test_event(bucket)))
     send(aws, queue, s3_event(s3_record(bucket, keys[2], event="ObjectRemoved:Delete")))
+    send(aws, queue, s3_event(s3_record(bucket, keys[6], event="s3:ObjectCreated:Put")))
 
     summary = ok(run_worker(queue))
     by_id = docs_by_id(search)
@@ -164,10 +167,10 @@ def test_notification_shapes(aws, search, run_worker, dead_letter_dir):
     assert sorted(by_id) == sorted(expected)
     for log_id, (key, line) in expected.items():
         assert by_id[log_id]["_source"]["drsink"] == origin(bucket, key, line)
-    assert summary["messages"] == 7
-    assert summary["objects"] == 6
+    assert summary["messages"] == 8
+    assert summary["objects"] == 7
     assert summary["missing_objects"] == 0
-    assert (summary["records"], summary["indexed"], summary["duplicates"]) == (12, 12, 0)
+    assert (summary["records"], summary["indexed"], summary["duplicates"]) == (14, 14, 0)
     assert summary["failed"] == 0
     assert_no_dead_letters(summary, dead_letter_dir)
     assert aws.queue_depth(queue) == 0
