@@ -13,7 +13,7 @@ use std::rc::Rc;
 
 use crate::batch::{Batch, Builder, Limits};
 use crate::dead_letter::DeadLetter;
-use crate::decompress::Decoder;
+use crate::decompress::{Broken, Decoder};
 use crate::json_scan::scan_object;
 use crate::lines::{Line, Lines};
 use crate::notification::ObjectRef;
@@ -214,10 +214,11 @@ impl<'a> ObjectDecoder<'a> {
         };
         let compression = decoder.compression();
         // When the stream already broke within the first bytes, what was
-        // read before the fault is still decoded; the rest is the fault.
-        let (stream, sniff_fault): (Box<dyn Read + '_>, _) = match sniffed {
-            Ok(_) => (Box::new(Cursor::new(head).chain(&mut decoder)), None),
-            Err(e) => (Box::new(Cursor::new(head)), Some(e)),
+        // read before the fault is still decoded, up to the fault: the line
+        // it cut off is not a record.
+        let stream: Box<dyn Read + '_> = match sniffed {
+            Ok(_) => Box::new(Cursor::new(head).chain(&mut decoder)),
+            Err(e) => Box::new(Cursor::new(head).chain(Broken(Some(e)))),
         };
 
         let mut run = Run {
@@ -231,8 +232,7 @@ impl<'a> ObjectDecoder<'a> {
         let broke = match format {
             Format::Text | Format::Ndjson | Format::Auto => self.lines(&mut run, stream, format)?,
             Format::Json => self.values(&mut run, stream)?,
-        }
-        .or(sniff_fault);
+        };
         if let Some(e) = broke {
             if let Some(fault) = source_fault.borrow_mut().take() {
                 return Err(read_failed(fault));
@@ -427,7 +427,18 @@ fn detect(head: &[u8]) -> Format {
             // lines has a line that is no whole object: the one closing it, or
             // one ending in a comma.
             let whole = |line: &[u8]| scan_object(line, &[], &mut []).is_ok();
-            let ended = memchr::memrchr(b'\n', start).map_or(&[][..], |end| &start[..end]);
+            let Some(last_break) = memchr::memrchr(b'\n', start) else {
+                // No line break yet: objects back to back (Firehose) are a
+                // JSON stream; a first object still open at the end of the
+                // head is one long line (a large record, or a one-line
+                // container such as a CloudTrail file).
+                let mut values = Values::new(start, start.len(), start.len().max(1));
+                return match values.next_value() {
+                    Ok(Some(first)) if first.text.len() < start.len() => Format::Json,
+                    _ => Format::Ndjson,
+                };
+            };
+            let ended = &start[..last_break];
             let mut lines = ended.split(|&b| b == b'\n').map(<[u8]>::trim_ascii);
             if lines.next().is_some_and(whole) {
                 return Format::Ndjson;
@@ -509,7 +520,7 @@ mod tests {
         let (mut batched, mut dead, mut faults) = (0, 0, 0);
         let mut encoder = Lines;
         decoder
-            .decode(&object, Cursor::new(cut), &mut encoder, |chunk| {
+            .decode(&object, Cursor::new(cut.clone()), &mut encoder, |chunk| {
                 batched += chunk.batch.map_or(0, |b| b.entries.len());
                 dead += chunk.letters.len();
                 faults += usize::from(chunk.fault.is_some());
@@ -517,8 +528,13 @@ mod tests {
             })
             .unwrap();
         assert_eq!(faults, 1);
-        assert!(batched > 150, "{batched} records kept");
-        assert!(batched + dead <= 200);
+        // Every whole line before the fault, and not the line it cut off.
+        let mut readable = Vec::new();
+        let _ = flate2::read::GzDecoder::new(&cut[..]).read_to_end(&mut readable);
+        let whole_lines = readable.iter().filter(|&&b| b == b'\n').count();
+        assert!(!readable.ends_with(b"\n"), "a line is cut off");
+        assert!(whole_lines > 150, "{whole_lines}");
+        assert_eq!((batched, dead), (whole_lines, 0));
     }
 
     #[test]
@@ -567,5 +583,17 @@ mod tests {
             assert_eq!(detect(trail.as_bytes()), Format::Json, "{trail}");
         }
         assert_eq!(detect(b"{\"a\":\n{\"b\":1}}\n{\"c\":3}\n"), Format::Json);
+        // No line break in the head: a first record longer than the head is
+        // a line of NDJSON; objects back to back are a JSON stream.
+        let long = format!(
+            "{{\"log_id\":\"a\",\"message\":\"{}",
+            "x".repeat(SNIFF_BYTES as usize)
+        );
+        assert_eq!(
+            detect(&long.as_bytes()[..SNIFF_BYTES as usize]),
+            Format::Ndjson
+        );
+        assert_eq!(detect(b"{\"a\":1}"), Format::Ndjson);
+        assert_eq!(detect(b"{\"a\":1} {\"b\":\"2"), Format::Json);
     }
 }

@@ -122,7 +122,7 @@ impl<'a> Decoder<'a> {
 }
 
 /// A stream that broke: its error, once.
-struct Broken(Option<io::Error>);
+pub struct Broken(pub Option<io::Error>);
 
 impl Read for Broken {
     fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {

@@ -84,7 +84,11 @@ impl<R: Read> Values<R> {
                 b',' | b']' => self.in_array,
                 _ => false,
             };
-            self.started = true;
+            // Leading whitespace does not start the text: a `[` after it
+            // still opens the top-level array.
+            if !matches!(byte, b' ' | b'\t' | b'\r' | b'\n') {
+                self.started = true;
+            }
             if !separator {
                 break;
             }
@@ -200,6 +204,11 @@ mod tests {
         assert_eq!(
             split("[ {\"a\":1},\n {\"b\":2} ]\n", 100),
             vec![("{\"a\":1}".into(), 1, None), ("{\"b\":2}".into(), 2, None)]
+        );
+        // Whitespace (and a BOM) before the array does not hide it.
+        assert_eq!(
+            split("\u{feff}\r\n  [ {\"a\":1},\n {\"b\":2} ]\n", 100),
+            vec![("{\"a\":1}".into(), 2, None), ("{\"b\":2}".into(), 3, None)]
         );
     }
 

@@ -588,6 +588,29 @@ def test_json_documents(aws, pipeline, search, run_worker, dead_letter_dir):
     assert aws.queue_depth(pipeline.queue_url) == 0
 
 
+def test_an_indented_array_and_a_long_first_ndjson_line(aws, pipeline, search, run_worker, dead_letter_dir):
+    """An array after blank lines and indentation is still an array (one record per
+    element); NDJSON whose first record is longer than what format detection reads
+    (64 KiB) is still read line by line, so a cut-off line later on is one dead letter,
+    not the end of the object."""
+    bucket = pipeline.buckets[0]
+    elements = [{"log_id": f"arr-{i}", "@timestamp": "2026-11-19T08:00:00Z"} for i in range(3)]
+    aws.put(bucket, "shapes/indented.json", ("\n\n  [" + ", ".join(json.dumps(e) for e in elements) + "]\n").encode())
+    big = {"log_id": "big-0", "@timestamp": "2026-11-21T10:00:00Z", "message": "x" * 70_000}
+    lines = [json.dumps(big), json.dumps({"log_id": "big-1"}), '{"log_id":"cut', json.dumps({"log_id": "big-2"}),
+             json.dumps({"log_id": "big-3"})]
+    aws.put(bucket, "shapes/long-first.ndjson.gz", gzip.compress(("\n".join(lines) + "\n").encode()))
+    summary = ok(run_worker(pipeline.queue_url))
+    by_id = docs_by_id(search)
+    assert sorted(by_id) == ["arr-0", "arr-1", "arr-2", "big-0", "big-1", "big-2", "big-3"]
+    assert by_id["big-0"]["_source"]["message"] == big["message"]
+    assert by_id["big-3"]["_source"]["drsink"] == origin(bucket, "shapes/long-first.ndjson.gz", 5)
+    [letter] = dead_letters(dead_letter_dir)
+    assert (letter["key"], letter["line"], letter["record"]) == ("shapes/long-first.ndjson.gz", 3, '{"log_id":"cut')
+    assert (summary["records"], summary["indexed"], summary["dead_lettered"]) == (8, 7, 1)
+    assert aws.queue_depth(pipeline.queue_url) == 0
+
+
 def test_a_record_reads_the_same_whatever_line_its_object_starts_with(aws, pipeline, search, run_worker,
                                                                        dead_letter_dir):
     """Each region cuts its objects at other places, so a record may open an object in one
