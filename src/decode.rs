@@ -276,8 +276,9 @@ impl<'a> ObjectDecoder<'a> {
                     run.dead(position, reason, None, Some(offset));
                     continue;
                 }
-                Line::Text(text) if number == 1 => text.strip_prefix(UTF8_BOM).unwrap_or(text),
-                Line::Text(text) => text,
+                // Not only on line 1: `cat a.ndjson b.ndjson` (or two gzip
+                // members) puts b's BOM at the start of a later line.
+                Line::Text(text) => text.strip_prefix(UTF8_BOM).unwrap_or(text),
             };
             if format == Format::Text {
                 self.text_line(run, text, position, offset)?;

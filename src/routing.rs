@@ -6,10 +6,16 @@
 use chrono::format::{Item, StrftimeItems};
 use chrono::DateTime;
 
-/// Specifiers that depend on the date or hour only, and print lowercase
-/// digits (index names must be lowercase).
+/// Specifiers that depend on the date or hour only, and print digits alone
+/// (index names must be lowercase; `%e` pads with a space, which no index
+/// name may hold).
 const ALLOWED: &[&str] = &[
-    "%Y", "%C", "%y", "%m", "%d", "%e", "%j", "%H", "%G", "%g", "%V", "%U", "%W", "%F", "%%",
+    "%Y", "%C", "%y", "%m", "%d", "%j", "%H", "%G", "%g", "%V", "%U", "%W", "%F", "%%",
+];
+
+/// Characters no Elasticsearch or OpenSearch index name may hold.
+const FORBIDDEN_CHARS: &[char] = &[
+    '\\', '/', '*', '?', '"', '<', '>', '|', ' ', ',', '#', ':', '+',
 ];
 
 #[derive(Debug, Clone)]
@@ -43,11 +49,19 @@ impl IndexPattern {
             ("--index", literal.as_str()),
             ("--fallback-index", fallback),
         ] {
+            let shown = if flag == "--index" { pattern } else { name };
             if name.is_empty() || name.chars().any(|c| c.is_ascii_uppercase()) {
                 return Err(format!(
-                    "{flag} `{}` must be a non-empty lowercase name",
-                    if flag == "--index" { pattern } else { name }
+                    "{flag} `{shown}` must be a non-empty lowercase name"
                 ));
+            }
+            if let Some(c) = name.chars().find(|c| FORBIDDEN_CHARS.contains(c)) {
+                return Err(format!(
+                    "{flag} `{shown}` holds `{c}`, which no index name may hold"
+                ));
+            }
+            if name.starts_with(['-', '_']) {
+                return Err(format!("{flag} `{shown}` must not start with `-` or `_`"));
             }
         }
         Ok(IndexPattern {
@@ -110,6 +124,15 @@ mod tests {
         assert!(IndexPattern::new("logs-%Y-%M", "x").is_err());
         assert!(IndexPattern::new("Logs-%Y", "x").is_err());
         assert!(IndexPattern::new("logs-%Y", "").is_err());
+        for (pattern, fallback, error) in [
+            ("logs-%Y.%m.%e", "x", "uses `%e`"),
+            ("logs %Y", "x", "holds ` `"),
+            ("logs-%Y", "a:b", "--fallback-index `a:b` holds `:`"),
+            ("_logs-%Y", "x", "must not start with"),
+        ] {
+            let message = IndexPattern::new(pattern, fallback).unwrap_err();
+            assert!(message.contains(error), "{pattern}: {message}");
+        }
         assert!(IndexPattern::new("logs-%Y.%m.%d-%H", "x").is_ok());
     }
 }

@@ -64,14 +64,16 @@ impl<R: Read> Values<R> {
 
     /// The next top-level value.
     pub fn next_value(&mut self) -> io::Result<Option<Value<'_>>> {
-        // A BOM before the first value (or before the `[` of an array).
-        if !self.started && self.offset == 0 && self.reader.fill_buf()?.starts_with(UTF8_BOM) {
-            self.reader.consume(UTF8_BOM.len());
-            self.offset += UTF8_BOM.len() as u64;
-        }
         // Skip separators: whitespace, and inside a top-level array, commas
         // and its brackets.
         loop {
+            // A BOM before a value: the first one's, or that of a file
+            // concatenated to another (`cat a.json b.json`, gzip members).
+            if self.reader.fill_buf()?.starts_with(UTF8_BOM) {
+                self.reader.consume(UTF8_BOM.len());
+                self.offset += UTF8_BOM.len() as u64;
+                continue;
+            }
             let Some(byte) = self.peek()? else {
                 return Ok(None);
             };
@@ -221,6 +223,11 @@ mod tests {
         assert_eq!(
             split("\u{feff}{\"a\":1}{\"b\":2}", 100),
             vec![("{\"a\":1}".into(), 1, None), ("{\"b\":2}".into(), 1, None)]
+        );
+        // Two files concatenated, each with its BOM.
+        assert_eq!(
+            split("\u{feff}{\"a\":1}\n\u{feff}{\"b\":2}\n", 100),
+            vec![("{\"a\":1}".into(), 1, None), ("{\"b\":2}".into(), 2, None)]
         );
     }
 

@@ -448,17 +448,21 @@ def test_ndjson_line_endings_bom_blank_lines(aws, pipeline, search, run_worker, 
     aws.put(bucket, key, "\ufeff".encode() + "\r\n".join(lines).encode())
     bucket2, key2 = pipeline.buckets[1], "ndjson/blank lines.ndjson.gz"
     aws.put(bucket2, key2, gzip.compress(b'\n\n{"log_id":"lf-1"}\n\n{"log_id":"lf-2"}\n\n'))
+    # `cat a.gz b.gz` of two files written with a BOM: b's BOM starts a later line.
+    key3 = "ndjson/two boms.ndjson.gz"
+    aws.put(bucket2, key3, gzip.compress('\ufeff{"log_id":"bom-1"}\n'.encode())
+            + gzip.compress('\ufeff{"log_id":"bom-2"}\n'.encode()))
 
     summary = ok(run_worker(pipeline.queue_url))
     by_id = docs_by_id(search)
     assert {i: d["_source"]["drsink"] for i, d in by_id.items()} == {
         "crlf-1": origin(bucket, key, 1), "crlf-2": origin(bucket, key, 3),
         "crlf-3": origin(bucket, key, 6), "lf-1": origin(bucket2, key2, 3),
-        "lf-2": origin(bucket2, key2, 5),
+        "lf-2": origin(bucket2, key2, 5), "bom-1": origin(bucket2, key3, 1), "bom-2": origin(bucket2, key3, 2),
     }
     assert by_id["crlf-3"]["_source"]["message"] == "last, no newline"
     assert by_id["crlf-1"]["_index"] == f"{search.prefix}-2026.11.21"
-    assert (summary["records"], summary["indexed"]) == (5, 5)
+    assert (summary["records"], summary["indexed"]) == (7, 7)
     assert_no_dead_letters(summary, dead_letter_dir)
     assert aws.queue_depth(pipeline.queue_url) == 0
 
