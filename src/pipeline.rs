@@ -109,7 +109,9 @@ impl Pipeline {
         let decoding = {
             let this = Arc::clone(self);
             let object = object.clone();
-            tokio::task::spawn_blocking(move || this.decode(&object, source, tx))
+            // The decoding thread logs under the message's span too.
+            let span = tracing::Span::current();
+            tokio::task::spawn_blocking(move || span.in_scope(|| this.decode(&object, source, tx)))
         };
         let mut delivered = Ok(());
         loop {

@@ -7,11 +7,13 @@
 //! a message is worked on, a heartbeat extends its visibility so that a large
 //! object is not handed to a second worker half-way.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_sqs::types::{Message, QueueAttributeName};
 use aws_sdk_sqs::Client;
+use futures::FutureExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -257,18 +259,37 @@ impl Worker {
         let heartbeat = self.heartbeat(receipt.clone(), id.clone());
         // Whatever is logged while its objects are read and sent (a retried
         // bulk request, a corrupt stream) names the message.
-        let outcome = async {
-            for object in &objects {
-                self.pipeline
-                    .process(object)
-                    .await
-                    .map_err(|e| (object, e))?;
+        let outcome = AssertUnwindSafe(
+            async {
+                for object in &objects {
+                    self.pipeline
+                        .process(object)
+                        .await
+                        .map_err(|e| (object, e))?;
+                }
+                Ok(())
             }
-            Ok(())
-        }
-        .instrument(tracing::info_span!("message", message_id = %id))
+            .instrument(tracing::info_span!("message", message_id = %id)),
+        )
+        .catch_unwind()
         .await;
         drop(heartbeat);
+        // A panic is a bug, but it must not pass unnoticed: the message is
+        // counted as failed, and stays queued like any other failure (not
+        // released at once, which would loop it through the fleet).
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(message_id = %id, "message {id}: processing it panicked ({what}); it stays queued and comes back after its visibility timeout");
+                Stats::add(&self.stats().failed, 1);
+                return;
+            }
+        };
 
         match outcome {
             Ok(()) => self.delete(&id, &receipt).await,

@@ -395,7 +395,11 @@ def test_truncated_gzip_keeps_records_before_the_fault(aws, pipeline, search, ru
     bucket, key = pipeline.buckets[1], "cut/truncated.ndjson.gz"
     aws.put(bucket, key, cut)
 
-    summary = ok(run_worker(pipeline.queue_url))
+    result = run_worker(pipeline.queue_url)
+    summary = ok(result)
+    # The warning names the message as well as the object.
+    warnings = [line for line in result.stderr.splitlines() if "corrupt or truncated" in line]
+    assert warnings and all("message_id=" in line and key in line for line in warnings), result.stderr
     ids = sorted(search.count_by_log_id().elements())
     assert ids == [r["log_id"] for r in records[:complete]]
     assert summary["indexed"] == complete
