@@ -83,8 +83,38 @@ pub fn parse_bound(text: &str, is_until: bool) -> Result<DateTime<Utc>, String> 
 }
 
 /// The days a key or key prefix covers according to its date partition:
-/// one day for a full date, a month for `…/YYYY/MM/`, a year for `…/YYYY/`.
-fn partition_days(path: &str) -> Option<(NaiveDate, NaiveDate)> {
+/// one day for a full date, a month for `…/YYYY/MM/`, a year for `…/YYYY/`;
+/// Hive's `year=YYYY/month=M/day=D` likewise. A year alone must be a whole
+/// segment (`web-2001/` is a host name, not a year).
+///
+/// The first date that reaches past `root` (the `--prefix` listed) decides.
+/// A date wholly inside the root names the folder the user chose, such as a
+/// copied archive's `exports/2027-01-15/`, not the days of the logs below
+/// it: a prefix under the root is never judged by it, and a key only when it
+/// has no date of its own (`--prefix app/2026/11/21/`).
+fn partition_days(path: &str, root: &str, key: bool) -> Option<(NaiveDate, NaiveDate)> {
+    let bytes = path.as_bytes();
+    let root_len = if path.starts_with(root) {
+        root.len()
+    } else {
+        0
+    };
+    let mut inside_root = None;
+    for at in 0..bytes.len() {
+        let Some((end, days)) = date_at(path, at) else {
+            continue;
+        };
+        if end > root_len {
+            return Some(days);
+        }
+        inside_root = Some(days);
+    }
+    inside_root.filter(|_| key)
+}
+
+/// The date partition starting at byte `at` of `path`: where it ends, and
+/// the days it covers.
+fn date_at(path: &str, at: usize) -> Option<(usize, (NaiveDate, NaiveDate))> {
     let bytes = path.as_bytes();
     let digits = |at: usize, n: usize| -> Option<u32> {
         let slice = bytes.get(at..at + n)?;
@@ -94,50 +124,91 @@ fn partition_days(path: &str) -> Option<(NaiveDate, NaiveDate)> {
             None
         }
     };
-    let boundary = |at: usize| at == 0 || !bytes[at - 1].is_ascii_alphanumeric();
-    for at in 0..bytes.len() {
-        if !boundary(at) {
-            continue;
-        }
-        let Some(year) = digits(at, 4) else { continue };
-        if !(1970..=2200).contains(&year) {
-            continue;
-        }
-        let sep = match bytes.get(at + 4) {
-            Some(b'/') => b'/',
-            Some(b'-') => b'-',
-            _ => continue,
-        };
-        let Some(month) = digits(at + 5, 2).filter(|m| (1..=12).contains(m)) else {
-            // `…/YYYY/` ending a prefix: the whole year.
-            if sep == b'/' && at + 5 == bytes.len() {
-                let first = NaiveDate::from_ymd_opt(year as i32, 1, 1)?;
-                return Some((first, NaiveDate::from_ymd_opt(year as i32, 12, 31)?));
-            }
-            continue;
-        };
-        if bytes.get(at + 7) != Some(&sep) {
-            continue;
-        }
-        match digits(at + 8, 2).and_then(|d| NaiveDate::from_ymd_opt(year as i32, month, d)) {
-            Some(day) if !bytes.get(at + 10).is_some_and(u8::is_ascii_digit) => {
-                return Some((day, day))
-            }
-            Some(_) => continue,
-            // `…/YYYY/MM/` ending a prefix: the whole month.
-            None if sep == b'/' && at + 8 == bytes.len() => {
-                let first = NaiveDate::from_ymd_opt(year as i32, month, 1)?;
-                let next = if month == 12 {
-                    NaiveDate::from_ymd_opt(year as i32 + 1, 1, 1)?
-                } else {
-                    NaiveDate::from_ymd_opt(year as i32, month + 1, 1)?
-                };
-                return Some((first, next - TimeDelta::days(1)));
-            }
-            None => continue,
-        }
+    let segment_start = at == 0 || bytes[at - 1] == b'/';
+    if segment_start && path[at..].starts_with("year=") {
+        return hive_days(&path[at..]).map(|(len, days)| (at + len, days));
     }
-    None
+    if at > 0 && bytes[at - 1].is_ascii_alphanumeric() {
+        return None;
+    }
+    let year = digits(at, 4).filter(|y| (1970..=2200).contains(y))?;
+    let sep = match bytes.get(at + 4) {
+        // A path of folders starts a segment: `2026/11/21/`.
+        Some(b'/') if segment_start => b'/',
+        Some(b'-') => b'-',
+        _ => return None,
+    };
+    let Some(month) = digits(at + 5, 2).filter(|m| (1..=12).contains(m)) else {
+        // `…/YYYY/` ending a prefix: the whole year.
+        if sep == b'/' && at + 5 == bytes.len() {
+            return Some((at + 5, year_days(year)?));
+        }
+        return None;
+    };
+    if bytes.get(at + 7) != Some(&sep) {
+        return None;
+    }
+    match digits(at + 8, 2).and_then(|d| NaiveDate::from_ymd_opt(year as i32, month, d)) {
+        Some(day) if !bytes.get(at + 10).is_some_and(u8::is_ascii_digit) => {
+            Some((at + 10, (day, day)))
+        }
+        Some(_) => None,
+        // `…/YYYY/MM/` ending a prefix: the whole month.
+        None if sep == b'/' && at + 8 == bytes.len() => Some((at + 8, month_days(year, month)?)),
+        None => None,
+    }
+}
+
+/// `year=YYYY/[month=M/[day=D/…]]` (months and days with or without a
+/// leading zero), the partitions Hive, Glue and Athena write: how long it
+/// is, and the days it covers.
+fn hive_days(text: &str) -> Option<(usize, (NaiveDate, NaiveDate))> {
+    // `name=N` ending the path or followed by `/`: N, and the length taken.
+    let number = |text: &str, name: &str, max_len: usize| -> Option<(u32, usize)> {
+        let rest = text.strip_prefix(name)?;
+        let len = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if len == 0 || len > max_len || !matches!(rest.as_bytes().get(len), None | Some(b'/')) {
+            return None;
+        }
+        Some((rest[..len].parse().ok()?, name.len() + len))
+    };
+    let (year, mut used) = number(text, "year=", 4)?;
+    if !(1970..=2200).contains(&year) {
+        return None;
+    }
+    let Some((month, len)) = text
+        .get(used + 1..)
+        .and_then(|rest| number(rest, "month=", 2))
+        .filter(|(m, _)| (1..=12).contains(m))
+    else {
+        return Some((used, year_days(year)?));
+    };
+    used += 1 + len;
+    match text
+        .get(used + 1..)
+        .and_then(|rest| number(rest, "day=", 2))
+    {
+        Some((day, len)) => {
+            let day = NaiveDate::from_ymd_opt(year as i32, month, day)?;
+            Some((used + 1 + len, (day, day)))
+        }
+        None => Some((used, month_days(year, month)?)),
+    }
+}
+
+fn year_days(year: u32) -> Option<(NaiveDate, NaiveDate)> {
+    let first = NaiveDate::from_ymd_opt(year as i32, 1, 1)?;
+    Some((first, NaiveDate::from_ymd_opt(year as i32, 12, 31)?))
+}
+
+fn month_days(year: u32, month: u32) -> Option<(NaiveDate, NaiveDate)> {
+    let first = NaiveDate::from_ymd_opt(year as i32, month, 1)?;
+    let next = if month == 12 {
+        NaiveDate::from_ymd_opt(year as i32 + 1, 1, 1)?
+    } else {
+        NaiveDate::from_ymd_opt(year as i32, month + 1, 1)?
+    };
+    Some((first, next - TimeDelta::days(1)))
 }
 
 /// The StartAfter to send when listing `prefix`. With a delimiter, S3 rolls
@@ -181,7 +252,7 @@ pub async fn list(
     // With a time range, walk the hierarchy so partitions can be skipped.
     let delimiter = (!selection.range.is_open()).then_some("/");
     for root in roots {
-        let mut pending = vec![root];
+        let mut pending = vec![root.clone()];
         while let Some(prefix) = pending.pop() {
             let mut children = Vec::new();
             let mut pages = s3
@@ -208,7 +279,7 @@ pub async fn list(
                 for common in page.common_prefixes() {
                     if let Some(child) = common.prefix() {
                         let keep = selection.may_hold_keys_after_start(child)
-                            && partition_days(child).is_none_or(|(first, last)| {
+                            && partition_days(child, &root, false).is_none_or(|(first, last)| {
                                 selection.range.overlaps_days(first, last)
                             });
                         if keep {
@@ -230,7 +301,7 @@ pub async fn list(
                     {
                         continue;
                     }
-                    let selected = match partition_days(key) {
+                    let selected = match partition_days(key, &root, true) {
                         Some((first, last)) => selection.range.overlaps_days(first, last),
                         None => object
                             .last_modified()
@@ -273,23 +344,74 @@ mod tests {
     #[test]
     fn finds_date_partitions_in_keys_and_prefixes() {
         let d = day(2026, 11, 21);
-        assert_eq!(partition_days("app/2026/11/21/web.log.gz"), Some((d, d)));
-        assert_eq!(partition_days("logs/dt=2026-11-21/part-0.gz"), Some((d, d)));
+        let key = |path: &str| partition_days(path, "", true);
+        assert_eq!(key("app/2026/11/21/web.log.gz"), Some((d, d)));
+        assert_eq!(key("logs/dt=2026-11-21/part-0.gz"), Some((d, d)));
         assert_eq!(
-            partition_days("firehose/stream-1-2026-11-21-12-00-00-abc"),
+            key("firehose/stream-1-2026-11-21-12-00-00-abc"),
             Some((d, d))
         );
         assert_eq!(
-            partition_days("AWSLogs/123456789012/CloudTrail/us-east-1/2026/11/"),
+            key("AWSLogs/123456789012/CloudTrail/us-east-1/2026/11/"),
             Some((day(2026, 11, 1), day(2026, 11, 30)))
         );
         assert_eq!(
-            partition_days("AWSLogs/123456789012/CloudTrail/us-east-1/2026/"),
+            key("AWSLogs/123456789012/CloudTrail/us-east-1/2026/"),
             Some((day(2026, 1, 1), day(2026, 12, 31)))
         );
-        assert_eq!(partition_days("AWSLogs/123456789012/"), None);
-        assert_eq!(partition_days("app/12026/11/21/x"), None);
-        assert_eq!(partition_days("app/2026/13/01/x"), None);
+        assert_eq!(key("AWSLogs/123456789012/"), None);
+        assert_eq!(key("app/12026/11/21/x"), None);
+        assert_eq!(key("app/2026/13/01/x"), None);
+        // A number ending a segment is no year.
+        assert_eq!(key("hosts/web-2001/"), None);
+        assert_eq!(key("servers/zk-2181/2026/11/21/x"), Some((d, d)));
+        // Hive partitions, padded or not.
+        assert_eq!(
+            key("t/year=2026/month=11/day=21/part-0.parquet"),
+            Some((d, d))
+        );
+        assert_eq!(
+            key("t/year=2026/month=2/"),
+            Some((day(2026, 2, 1), day(2026, 2, 28)))
+        );
+        assert_eq!(
+            key("t/year=2026/"),
+            Some((day(2026, 1, 1), day(2026, 12, 31)))
+        );
+        assert_eq!(
+            key("t/year=2026/month=11/day=5/x"),
+            Some((day(2026, 11, 5), day(2026, 11, 5)))
+        );
+    }
+
+    #[test]
+    fn a_date_inside_the_listed_prefix_does_not_judge_what_is_below_it() {
+        let d = day(2026, 11, 21);
+        let root = "exports/2027-01-15/";
+        let key = "exports/2027-01-15/AWSLogs/1/CloudTrail/us-east-1/2026/11/21/x.json.gz";
+        assert_eq!(partition_days(key, root, true), Some((d, d)));
+        assert_eq!(
+            partition_days("exports/2027-01-15/AWSLogs/", root, false),
+            None
+        );
+        // Without it as the root, the first date decides.
+        assert_eq!(
+            partition_days("exports/2027-01-15/", "", false),
+            Some((day(2027, 1, 15), day(2027, 1, 15)))
+        );
+        // A root ending inside a date, or naming the day itself.
+        assert_eq!(
+            partition_days("app/2026/11/21/", "app/2026/11/", false),
+            Some((d, d))
+        );
+        assert_eq!(
+            partition_days("app/2026/11/21/x", "app/2026/11/21/", true),
+            Some((d, d))
+        );
+        assert_eq!(
+            partition_days("app/2026/11/21/x/", "app/2026/11/21/", false),
+            None
+        );
     }
 
     #[test]

@@ -221,3 +221,31 @@ def test_start_after_resumes_the_listing_with_or_without_a_time_range(aws, searc
     assert {i.rsplit("-", 2)[0] + "-" + i.rsplit("-", 2)[1] for i in search.count_by_log_id()} == {
         "2026/11/20-0", "2026/11/20-1", "2026/11/21-0", "2026/11/21-1"}
     assert set(search.count_by_log_id().values()) == {1}
+
+
+def test_time_range_reads_dates_below_the_prefix_hive_partitions_and_not_host_names(aws, search, run_drsink):
+    """The date partition of a key is the first date below --prefix (a copied archive's
+    dated folder does not hide the logs' own dates), Hive's year=/month=/day= partitions
+    are read, and a host name ending in four digits is no year. Every object here was
+    written today, so a key that gave no date would fall back to LastModified and be
+    left out."""
+    bucket = unique("partitions", 50)
+    aws.s3.create_bucket(Bucket=bucket)
+    keys = {
+        "exports/2027-01-15/AWSLogs/1/app/2026/11/20/a.ndjson": "copy-20",
+        "exports/2027-01-15/AWSLogs/1/app/2026/11/22/b.ndjson": "copy-22",
+        "hosts/web-2001/2026/11/20/c.ndjson": "host-20",
+        "hosts/web-2001/2026/11/22/c.ndjson": "host-22",
+        "hive/year=2026/month=11/day=20/d.ndjson": "hive-20",
+        "hive/year=2026/month=11/day=21/e.ndjson": "hive-21",
+        "hive/year=2026/month=10/f.ndjson": "hive-10",
+    }
+    for key, log_id in keys.items():
+        aws.put(bucket, key, ndjson([{"log_id": log_id, "@timestamp": "2026-11-20T12:00:00Z"}]))
+    day = ("--since", "2026-11-20", "--until", "2026-11-20")
+    copied = ok(run_drsink(*backfill_args(search, bucket, "--prefix", "exports/2027-01-15/", *day)))
+    assert copied["objects"] == 1
+    assert search.count_by_log_id() == {"copy-20": 1}
+    rest = ok(run_drsink(*backfill_args(search, bucket, "--prefix", "hosts/", "--prefix", "hive/", *day)))
+    assert rest["objects"] == 2
+    assert search.count_by_log_id() == {"copy-20": 1, "host-20": 1, "hive-20": 1}
