@@ -137,6 +137,9 @@ impl SplunkHec {
             // A load balancer's stickiness cookie: an ackId is known only to
             // the HEC node that took the request.
             .cookie_store(true)
+            // A redirect (to a login page, say) is a wrong --hec-url: an
+            // answer from wherever it leads is no HEC's.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
         Ok(SplunkHec {
@@ -180,13 +183,13 @@ impl SplunkHec {
         }
     }
 
-    /// Text from the server, fit for a message: never with the token.
+    /// Text from the server, fit for a message: never with the token (or a
+    /// part of it cut off at the end).
     fn server_text(&self, text: &str) -> String {
-        let text: String = text.chars().take(300).collect();
         if text.contains(self.token.expose()) {
             "(the answer quoted the token; not shown)".to_owned()
         } else {
-            text
+            text.chars().take(300).collect()
         }
     }
 
@@ -282,6 +285,11 @@ impl SplunkHec {
             Failure::AckDisabled => SendError::Fatal(format!(
                 "--hec-ack is set but the token at {hec} has indexer acknowledgement disabled \
                  (HTTP {status}, {said})"
+            )),
+            Failure::NotHec => SendError::Fatal(format!(
+                "{hec} answered HTTP {status} to an event request with no HEC reply ({said}): \
+                 check --hec-url (the HEC base URL, usually port 8088; a redirect or a page of \
+                 another server is not HEC)"
             )),
             Failure::Other => SendError::Fatal(format!(
                 "Splunk HEC at {hec} answered HTTP {status} to an event request ({said})"
@@ -486,6 +494,8 @@ enum Failure {
     Channel,
     /// 400 code 14: ack asked of a token without it.
     AckDisabled,
+    /// A 2xx or 3xx that is no HEC reply (`code` 0): something else answered.
+    NotHec,
     Other,
 }
 
@@ -508,9 +518,12 @@ enum Answer {
 fn interpret(status: u16, reply: Option<&Reply>, count: usize) -> Answer {
     let code = reply.and_then(|r| r.code);
     match status {
-        200..=299 => Answer::Accepted {
+        // Only HEC's own `{"text":"Success","code":0}` says the events were
+        // taken: a proxy's or a login page's 200 must not delete messages.
+        200..=299 if code == Some(0) => Answer::Accepted {
             ack_id: reply.and_then(|r| r.ack_id),
         },
+        200..=399 => Answer::Failed(Failure::NotHec),
         401 | 403 => Answer::Failed(Failure::Token),
         413 => Answer::Failed(Failure::TooLarge),
         408 | 429 | 500..=599 => Answer::Failed(Failure::Transient),
@@ -683,8 +696,19 @@ impl Sink for SplunkHec {
             .send()
             .await
             .map_err(|e| format!("cannot reach Splunk HEC at {hec}: {}", transport_error(e)))?;
-        match response.status().as_u16() {
-            200..=299 => {}
+        let status = response.status().as_u16();
+        let text = response.bytes().await.unwrap_or_default();
+        let reply: Option<Reply> = serde_json::from_slice(&text).ok();
+        match status {
+            // "HEC is healthy" (code 17).
+            200..=299 if reply.as_ref().and_then(|r| r.code) == Some(17) => {}
+            200..=399 => {
+                return Err(format!(
+                    "{hec} answered HTTP {status} to {HEALTH_PATH} with no HEC reply; check \
+                     --hec-url (the HEC base URL, usually port 8088; a redirect or a page of \
+                     another server is not HEC)"
+                ))
+            }
             503 => {
                 return Err(format!(
                     "Splunk HEC at {hec} reports itself unhealthy (HTTP 503 to {HEALTH_PATH}): its \
@@ -715,7 +739,7 @@ impl Sink for SplunkHec {
                 .failure(Failure::Channel, status, reply.as_ref(), &text)
                 .to_string()),
             // 400 "No data" (code 5): the token was taken.
-            200..=299 | 400 => Ok(()),
+            400 if reply.as_ref().is_some_and(|r| r.code.is_some()) => Ok(()),
             401 | 403 => Err(self
                 .failure(Failure::Token, status, reply.as_ref(), &text)
                 .to_string()),
@@ -837,12 +861,19 @@ mod tests {
                 200,
                 Some(&Reply {
                     ack_id: Some(7),
-                    ..Reply::default()
+                    ..reply(0, None)
                 }),
                 3
             ),
             Answer::Accepted { ack_id: Some(7) }
         );
+        // A 200 that is no HEC reply (a login page, a proxy) takes nothing.
+        for (status, answer) in [(200, None), (200, Some(reply(17, None))), (302, None)] {
+            assert_eq!(
+                interpret(status, answer.as_ref(), 3),
+                Answer::Failed(Failure::NotHec)
+            );
+        }
         for (status, code) in [(401, 2), (401, 3), (403, 4), (403, 1)] {
             assert_eq!(
                 interpret(status, Some(&reply(code, None)), 3),
@@ -898,6 +929,12 @@ mod tests {
         assert!(!text.contains("secret-token-123"), "{text}");
         assert!(!text.contains("pw"), "{text}");
         assert!(!format!("{:?}", s.token).contains("secret"));
+        // Quoted across the point where a long answer is cut.
+        let page = format!("{}Authorization: Splunk secret-token-123", "x".repeat(285));
+        let text = s
+            .failure(Failure::NotHec, 200, None, page.as_bytes())
+            .to_string();
+        assert!(!text.contains("secret-"), "{text}");
         let cli = crate::cli::Cli::try_parse_from([
             "drsink",
             "redrive",

@@ -31,7 +31,10 @@ Faults, set by the test at run time: `busy_next` (answer that many event request
 "Incorrect index" and its `invalid-event-number`, as Splunk answers a token that
 may not write there), `unhealthy` (the health endpoint answers 503 code 18 "HEC is
 unhealthy, queues are full" and every event request 503 code 9 "Server is busy"),
-`max_content_length`.
+`max_content_length`, and `foreign`: not HEC at all, as a wrong `--hec-url` answers:
+"redirect" answers every request 302 to `/login`, which is a 200 HTML page (a
+Splunk Web or single sign-on URL), and "page" answers every request with a 200
+HTML page (a load balancer's maintenance page).
 """
 from __future__ import annotations
 
@@ -59,6 +62,7 @@ class HecReceiver:
         self.invalid_log_ids: set[str] = set()
         self.allowed_indexes: set[str] | None = None
         self.unhealthy = False
+        self.foreign: str | None = None
         # Like a sticky load balancer: every answer sets this cookie; the Cookie
         # header of each POST is recorded.
         self.sticky_cookie: str | None = None
@@ -206,7 +210,27 @@ class HecReceiver:
                 length = int(self.headers.get("Content-Length") or 0)
                 return self.rfile.read(length) if length else b""
 
+            def _foreign(self) -> bool:
+                """Answers as the server that is not HEC, if it is one."""
+                if receiver.foreign == "redirect" and not self.path.startswith("/login"):
+                    self.send_response(302)
+                    self.send_header("Location", "/login")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return True
+                if receiver.foreign:
+                    page = b"<html><body>Sign in</body></html>"
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/html")
+                    self.send_header("Content-Length", str(len(page)))
+                    self.end_headers()
+                    self.wfile.write(page)
+                    return True
+                return False
+
             def do_GET(self) -> None:
+                if self._foreign():
+                    return
                 path = urllib.parse.urlsplit(self.path).path.rstrip("/")
                 if path in ("/services/collector/health", "/services/collector/health/1.0"):
                     if receiver.unhealthy:
@@ -220,6 +244,8 @@ class HecReceiver:
                 url = urllib.parse.urlsplit(self.path)
                 path, query = url.path.rstrip("/"), urllib.parse.parse_qs(url.query)
                 raw = self._body()
+                if self._foreign():
+                    return
                 with receiver.lock:
                     receiver.cookies.append(self.headers.get("Cookie"))
                 if path not in EVENT_PATHS and path != "/services/collector/ack":

@@ -247,3 +247,41 @@ def test_malformed_event_is_dead_lettered_and_the_rest_sent_once(aws, pipeline, 
     assert json.loads(letters[0]["record"])["log_id"] == "m-5"
     assert letters[0]["line"] == 6
     assert aws.queue_depth(pipeline.queue_url) == 0
+
+
+def visible(aws, queue_url: str) -> int:
+    attributes = aws.sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages"])
+    return int(attributes["Attributes"]["ApproximateNumberOfMessages"])
+
+
+@pytest.mark.parametrize("foreign", ["redirect", "page"])
+def test_a_server_that_is_not_hec_takes_nothing(aws, pipeline, hec, hec_args, run_drsink, start_drsink, foreign):
+    """A wrong --hec-url whose server answers 200 (a login page behind a redirect, a
+    maintenance page) never counts as accepted. At start the check refuses it; met
+    mid-run, the worker stops, its message stays queued and the ledger records nothing,
+    so a run against HEC afterwards sends every event once."""
+    ids = [f"foreign-{i}" for i in range(5)]
+    aws.sqs.set_queue_attributes(QueueUrl=pipeline.queue_url, Attributes={"VisibilityTimeout": "2"})
+    hec.foreign = foreign
+    rc, _, err, _ = run_drsink(*hec_args(pipeline.queue_url, hec), env=ENV)
+    assert rc != 0 and "no HEC reply" in err and "check --hec-url" in err, err
+    hec.foreign = None
+    worker = start_drsink(*hec_args(pipeline.queue_url, hec, exit_when_idle=False), env=ENV)
+    deadline = time.monotonic() + 30
+    while not hec.cookies and time.monotonic() < deadline:  # the start check's empty POST
+        time.sleep(0.05)
+    hec.foreign = foreign
+    aws.put(pipeline.buckets[0], "foreign.ndjson", ndjson(records(ids)))
+    result = worker.wait(60)
+    assert result.returncode != 0 and "no HEC reply" in result.stderr, result.stderr
+    assert hec.counts() == {}
+    assert aws.queue_depth(pipeline.queue_url) >= 1
+    hec.foreign = None
+    deadline = time.monotonic() + 30
+    while visible(aws, pipeline.queue_url) < 1:  # back once its visibility timeout ran out
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    summary = ok(run_drsink(*hec_args(pipeline.queue_url, hec), env=ENV))
+    assert hec.counts() == {i: 1 for i in ids}
+    assert summary["duplicates"] == 0
+
