@@ -6,7 +6,7 @@
 //! notification on the workers' queue and the whole fleet shares the replay.
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
@@ -74,6 +74,8 @@ pub async fn run(
     let slots = Arc::new(Semaphore::new(settings.concurrency.max(1)));
     let mut tasks = JoinSet::new();
     let fatal = Arc::new(Mutex::new(None::<String>));
+    // An object whose replay a shutdown cut short: the run is not done.
+    let interrupted = Arc::new(AtomicBool::new(false));
     loop {
         let next = tokio::select! {
             next = rx.recv() => next,
@@ -110,16 +112,17 @@ pub async fn run(
         while let Some(joined) = tasks.try_join_next() {
             count_panic(joined, &stats);
         }
-        let (pipeline, checkpoint, stats, shutdown, fatal) = (
+        let (pipeline, checkpoint, stats, shutdown, fatal, interrupted) = (
             Arc::clone(&pipeline),
             checkpoint.clone(),
             Arc::clone(&stats),
             shutdown.clone(),
             Arc::clone(&fatal),
+            Arc::clone(&interrupted),
         );
         tasks.spawn(async move {
             let _slot = slot;
-            replay(
+            let cut_short = replay(
                 &pipeline,
                 &object,
                 checkpoint.as_deref(),
@@ -128,6 +131,9 @@ pub async fn run(
                 &fatal,
             )
             .await;
+            if cut_short {
+                interrupted.store(true, Ordering::Relaxed);
+            }
         });
     }
     // The loop ends when the listing has sent its last object (or on stop).
@@ -161,6 +167,16 @@ pub async fn run(
     if let Some(reason) = fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
         anyhow::bail!(reason);
     }
+    // A job runner must not take a stopped replay for a finished one.
+    if !listed.complete.load(Ordering::Relaxed) || interrupted.load(Ordering::Relaxed) {
+        anyhow::bail!(
+            "backfill stopped before it was done; run it again{} to replay the rest",
+            match settings.checkpoint {
+                Some(_) => " with the same --checkpoint",
+                None => "",
+            }
+        );
+    }
     Ok(())
 }
 
@@ -174,6 +190,7 @@ fn count_panic(joined: Result<(), tokio::task::JoinError>, stats: &Stats) {
 
 /// Replays one object; a failure is counted, logged with its bucket/key and
 /// recorded in the dead-letter store, and the object is left for a rerun.
+/// Returns whether a shutdown interrupted it.
 async fn replay(
     pipeline: &Arc<Pipeline>,
     listed: &Listed,
@@ -181,7 +198,7 @@ async fn replay(
     stats: &Stats,
     shutdown: &Shutdown,
     fatal: &Mutex<Option<String>>,
-) {
+) -> bool {
     let object = &listed.object;
     match pipeline.process(object).await {
         // Not checkpointed: a rerun once it is restored replays it.
@@ -193,7 +210,7 @@ async fn replay(
                 }
             }
         }
-        Err(ObjectError::Undelivered(Undelivered::Interrupted)) => {}
+        Err(ObjectError::Undelivered(Undelivered::Interrupted)) => return true,
         Err(ObjectError::Undelivered(Undelivered::Fatal(reason))) => {
             fatal
                 .lock()
@@ -215,6 +232,7 @@ async fn replay(
             }
         }
     }
+    false
 }
 
 /// With `--via-queue` the checkpoint holds the objects handed to the fleet.

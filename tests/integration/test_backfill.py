@@ -119,6 +119,30 @@ def test_killed_backfill_resumes_from_its_checkpoint(aws, search, start_drsink, 
     assert (third["skipped"], third["objects"], third["records"]) == (12, 0, 0)
 
 
+def test_backfill_stopped_by_sigterm_fails_and_resumes(aws, search, start_drsink, run_drsink, tmp_path):
+    """A backfill stopped by SIGTERM (a drained node) exits non-zero, so a job runner
+    retries it instead of taking it for finished; the rerun with its checkpoint replays
+    only the rest."""
+    bucket = archive(aws, "stopped", objects_per_day=4)
+    ids = all_log_ids(aws, bucket)
+    checkpoint = tmp_path / "checkpoint.ndjson"
+    proc = start_drsink(*backfill_args(search, bucket, "--checkpoint", str(checkpoint),
+                                       "--concurrency", "1", "--max-records-per-sec", "10"))
+    deadline = time.monotonic() + 60
+    while not (checkpoint.exists() and len(checkpoint.read_text().splitlines()) >= 2):
+        assert proc.running() and time.monotonic() < deadline
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    rc, _, err, summary = proc.wait()
+    assert rc == 1, err
+    assert "backfill stopped before it was done; run it again with the same --checkpoint" in err, err
+    done = len(checkpoint.read_text().splitlines())
+    assert 2 <= done < 12 and summary["failed"] == 0
+    rerun = ok(run_drsink(*backfill_args(search, bucket, "--checkpoint", str(checkpoint))))
+    assert (rerun["skipped"], rerun["objects"]) == (done, 12 - done)
+    assert search.count_by_log_id() == {i: 1 for i in set(ids)}
+
+
 def test_since_until_selects_partitions_and_dry_run_reads_nothing(aws, search, run_drsink, moto_url):
     bucket = unique("range", 50)
     aws.s3.create_bucket(Bucket=bucket)
