@@ -62,12 +62,23 @@ async fn run_backfill(
     stats: Arc<Stats>,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
+    if let (Some(since), Some(until)) = (args.since, args.until) {
+        if since >= until {
+            anyhow::bail!(
+                "--since {} is not before --until {}: the range holds no time",
+                since.to_rfc3339(),
+                until.to_rfc3339()
+            );
+        }
+    }
     let pipeline = build_pipeline(&args.pipeline, aws, stats, &shutdown).await?;
+    // Only a replay here writes to the sink.
+    let uses_sink = !args.dry_run && args.via_queue.is_none();
     if let Some(addr) = args.metrics_addr {
         let queue = args.via_queue.as_ref().map(|url| (aws, url.as_str()));
-        serve_metrics(addr, &pipeline, queue).await?;
+        serve_metrics(addr, &pipeline, queue, uses_sink).await?;
     }
-    if !args.dry_run && args.via_queue.is_none() {
+    if uses_sink {
         check_sink(&pipeline).await?;
     }
     let settings = backfill::Settings {
@@ -97,7 +108,7 @@ async fn run_worker(
 ) -> anyhow::Result<()> {
     let pipeline = build_pipeline(&args.pipeline, aws, stats, &shutdown).await?;
     if let Some(addr) = args.metrics_addr {
-        serve_metrics(addr, &pipeline, Some((aws, &args.queue_url))).await?;
+        serve_metrics(addr, &pipeline, Some((aws, &args.queue_url)), true).await?;
     }
     check_sink(&pipeline).await?;
     let settings = worker::Settings {
@@ -119,6 +130,7 @@ async fn serve_metrics(
     addr: std::net::SocketAddr,
     pipeline: &Pipeline,
     queue: Option<(&aws_config::SdkConfig, &str)>,
+    uses_sink: bool,
 ) -> anyhow::Result<()> {
     let mut probes: Vec<Box<dyn metrics::Probe>> = Vec::new();
     if let Some((aws, queue_url)) = queue {
@@ -127,9 +139,11 @@ async fn serve_metrics(
             queue_url: queue_url.to_owned(),
         }));
     }
-    probes.push(Box::new(metrics::SinkProbe(Arc::clone(
-        &pipeline.delivery.sink,
-    ))));
+    if uses_sink {
+        probes.push(Box::new(metrics::SinkProbe(Arc::clone(
+            &pipeline.delivery.sink,
+        ))));
+    }
     let readiness = Arc::new(metrics::Readiness::new(probes));
     metrics::serve(addr, Arc::clone(&pipeline.delivery.metrics), readiness).await?;
     Ok(())

@@ -23,6 +23,7 @@ fn main() -> ExitCode {
         cli.command,
         Command::Worker(_) | Command::Backfill(_) | Command::Redrive(_)
     );
+    let is_backfill = matches!(cli.command, Command::Backfill(_));
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -51,7 +52,10 @@ fn main() -> ExitCode {
         Ok(()) => {
             report(
                 log_format,
-                "some messages could not be processed; they stay queued (see the log above)",
+                match is_backfill {
+                    true => "some objects could not be replayed; a rerun retries them (see the log above)",
+                    false => "some messages could not be processed; they stay queued (see the log above)",
+                },
             );
             ExitCode::FAILURE
         }

@@ -220,7 +220,7 @@ struct StatsCollector(Arc<Stats>);
 impl Collector for StatsCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = &self.0;
-        let counters: [(&str, &str, &std::sync::atomic::AtomicU64); 14] = [
+        let counters: [(&str, &str, &std::sync::atomic::AtomicU64); 15] = [
             (
                 "drsink_records_indexed",
                 "Records written for the first time",
@@ -286,6 +286,11 @@ impl Collector for StatsCollector {
                 "drsink_backfill_objects_skipped",
                 "Objects a backfill skipped because its checkpoint has them",
                 &s.skipped,
+            ),
+            (
+                "drsink_backfill_objects_enqueued",
+                "Objects a backfill --via-queue sent to the workers' queue",
+                &s.enqueued,
             ),
         ];
         for (name, help, value) in counters {

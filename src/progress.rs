@@ -45,8 +45,12 @@ pub fn start(listed: Arc<Listed>, stats: Arc<Stats>) -> tokio_util::task::AbortO
         loop {
             ticks.tick().await;
             let now = stats.summary();
-            let done_objects =
-                now.objects + now.missing_objects + now.archived_objects + now.skipped + now.failed;
+            let done_objects = now.objects
+                + now.missing_objects
+                + now.archived_objects
+                + now.skipped
+                + now.failed
+                + now.enqueued;
             let total_objects = listed.objects.load(Ordering::Relaxed);
             let total_bytes = listed.bytes.load(Ordering::Relaxed);
             let elapsed = started.elapsed().as_secs_f64().max(0.001);

@@ -273,3 +273,9 @@ def test_time_range_reads_dates_below_the_prefix_hive_partitions_and_not_host_na
     rest = ok(run_drsink(*backfill_args(search, bucket, "--prefix", "hosts/", "--prefix", "hive/", *day)))
     assert rest["objects"] == 2
     assert search.count_by_log_id() == {"copy-20": 1, "host-20": 1, "hive-20": 1}
+
+
+def test_an_empty_time_range_is_refused_at_start(search, run_drsink):
+    rc, out, err, _ = run_drsink(*backfill_args(search, "any-bucket", "--since", "2026-11-22", "--until", "2026-11-21"))
+    assert rc != 0 and json.loads(out)["objects"] == 0
+    assert "--since 2026-11-22T00:00:00+00:00 is not before --until 2026-11-22T00:00:00+00:00" in err, err
