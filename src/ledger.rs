@@ -86,7 +86,8 @@ pub struct LedgerOptions<'a> {
     pub path: &'a Path,
     pub window: Duration,
     pub max_entries: u64,
-    /// How long a Redis claim holds (longer than one send and its ack wait).
+    /// How long a Redis claim holds: longer than one request and its ack
+    /// wait (whose polls never outlast the ack timeout).
     pub claim_ttl: Duration,
     /// Tells this worker's claims from others' (Redis).
     pub owner: &'a str,

@@ -63,6 +63,8 @@ pub struct SplunkHec {
     source: Option<String>,
     ack: bool,
     compress: bool,
+    /// `--hec-timeout`, the longest one request may take.
+    timeout: Duration,
     ack_timeout: Duration,
     ledger: Option<Arc<dyn Ledger>>,
     /// log_ids in requests of this process not yet answered.
@@ -153,6 +155,7 @@ impl SplunkHec {
             source: settings.source,
             ack: settings.ack,
             compress: settings.compress,
+            timeout: settings.timeout,
             ack_timeout: settings.ack_timeout,
             ledger,
             in_flight: Mutex::new(HashSet::new()),
@@ -306,9 +309,16 @@ impl SplunkHec {
         loop {
             tokio::time::sleep(interval).await;
             interval = (interval * 2).min(Duration::from_secs(2));
+            // No poll outlasts the ack timeout: a Redis claim is held for the
+            // request and this wait (plus a margin), not for one more poll.
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Ok(false);
+            }
             let answer = self
                 .post(ACK_PATH)
                 .header(CONTENT_TYPE, "application/json")
+                .timeout(left.min(self.timeout))
                 .body(body.clone())
                 .send()
                 .await;
@@ -774,6 +784,38 @@ mod tests {
             "chan".into(),
         )
         .unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_ack_wait_ends_at_the_ack_timeout_even_when_a_poll_hangs() {
+        // A HEC that takes the connection and never answers the poll.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let _held = std::thread::spawn(move || {
+            let connections: Vec<_> = listener.incoming().take(4).collect();
+            std::thread::sleep(Duration::from_secs(30));
+            drop(connections);
+        });
+        let hec = SplunkHec::new(
+            Settings {
+                url,
+                token: Secret::new("t"),
+                index: None,
+                sourcetype: None,
+                source: None,
+                ack: true,
+                compress: false,
+                timeout: Duration::from_secs(20),
+                ack_timeout: Duration::from_secs(1),
+            },
+            None,
+            "chan".into(),
+        )
+        .unwrap();
+        let started = std::time::Instant::now();
+        assert!(!hec.wait_for_ack(7).await.unwrap());
+        // Within the ack timeout (and the first poll's pause), not --hec-timeout.
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
     }
 
     fn object() -> ObjectRef {
