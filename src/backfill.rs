@@ -156,7 +156,9 @@ pub async fn run(
     while let Some(joined) = tasks.join_next().await {
         count_panic(joined, &stats);
     }
-    if !shutdown.stop.is_cancelled() {
+    // A listing that ended (with an error, say) is heard out, even after a
+    // stop; one still running is not waited for.
+    if !shutdown.stop.is_cancelled() || listing.is_finished() {
         match (&mut listing).await {
             Ok(result) => result?,
             Err(e) => anyhow::bail!("listing failed: {e}"),
@@ -171,9 +173,9 @@ pub async fn run(
     if !listed.complete.load(Ordering::Relaxed) || interrupted.load(Ordering::Relaxed) {
         anyhow::bail!(
             "backfill stopped before it was done; run it again{} to replay the rest",
-            match settings.checkpoint {
-                Some(_) => " with the same --checkpoint",
-                None => "",
+            match (&settings.checkpoint, settings.dry_run) {
+                (Some(_), false) => " with the same --checkpoint",
+                _ => "",
             }
         );
     }

@@ -125,7 +125,8 @@ fn date_at(path: &str, at: usize) -> Option<(usize, (NaiveDate, NaiveDate))> {
         }
     };
     let segment_start = at == 0 || bytes[at - 1] == b'/';
-    if segment_start && path[at..].starts_with("year=") {
+    // Bytes first, so that the slice below starts at an ASCII byte.
+    if segment_start && bytes[at..].starts_with(b"year=") {
         return hive_days(&path[at..]).map(|(len, days)| (at + len, days));
     }
     if at > 0 && bytes[at - 1].is_ascii_alphanumeric() {
@@ -133,14 +134,13 @@ fn date_at(path: &str, at: usize) -> Option<(usize, (NaiveDate, NaiveDate))> {
     }
     let year = digits(at, 4).filter(|y| (1970..=2200).contains(y))?;
     let sep = match bytes.get(at + 4) {
-        // A path of folders starts a segment: `2026/11/21/`.
-        Some(b'/') if segment_start => b'/',
+        Some(b'/') => b'/',
         Some(b'-') => b'-',
         _ => return None,
     };
     let Some(month) = digits(at + 5, 2).filter(|m| (1..=12).contains(m)) else {
-        // `…/YYYY/` ending a prefix: the whole year.
-        if sep == b'/' && at + 5 == bytes.len() {
+        // `…/YYYY/` ending a prefix: the whole year (a segment of its own).
+        if sep == b'/' && segment_start && at + 5 == bytes.len() {
             return Some((at + 5, year_days(year)?));
         }
         return None;
@@ -154,7 +154,9 @@ fn date_at(path: &str, at: usize) -> Option<(usize, (NaiveDate, NaiveDate))> {
         }
         Some(_) => None,
         // `…/YYYY/MM/` ending a prefix: the whole month.
-        None if sep == b'/' && at + 8 == bytes.len() => Some((at + 8, month_days(year, month)?)),
+        None if sep == b'/' && segment_start && at + 8 == bytes.len() => {
+            Some((at + 8, month_days(year, month)?))
+        }
         None => None,
     }
 }
@@ -184,14 +186,13 @@ fn hive_days(text: &str) -> Option<(usize, (NaiveDate, NaiveDate))> {
         return Some((used, year_days(year)?));
     };
     used += 1 + len;
-    match text
+    let day = text
         .get(used + 1..)
         .and_then(|rest| number(rest, "day=", 2))
-    {
-        Some((day, len)) => {
-            let day = NaiveDate::from_ymd_opt(year as i32, month, day)?;
-            Some((used + 1 + len, (day, day)))
-        }
+        .and_then(|(day, len)| Some((len, NaiveDate::from_ymd_opt(year as i32, month, day)?)));
+    match day {
+        Some((len, day)) => Some((used + 1 + len, (day, day))),
+        // No day, or one the month does not have: the month.
         None => Some((used, month_days(year, month)?)),
     }
 }
@@ -382,6 +383,17 @@ mod tests {
             key("t/year=2026/month=11/day=5/x"),
             Some((day(2026, 11, 5), day(2026, 11, 5)))
         );
+        // Dates after `=` or `_`, and a Hive day the month does not have.
+        assert_eq!(key("logs/dt=2026/11/21/x"), Some((d, d)));
+        assert_eq!(key("logs/archive_2026/11/21/x"), Some((d, d)));
+        assert_eq!(
+            key("t/year=2026/month=11/day=31/x"),
+            Some((day(2026, 11, 1), day(2026, 11, 30)))
+        );
+        // Keys that are not ASCII.
+        assert_eq!(key("journaux/é/2026/11/21/ü.gz"), Some((d, d)));
+        assert_eq!(key("ü/year=2026/month=11/day=21/ü"), Some((d, d)));
+        assert_eq!(key("日志/ü"), None);
     }
 
     #[test]

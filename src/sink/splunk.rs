@@ -744,12 +744,13 @@ impl Sink for SplunkHec {
         let text = response.bytes().await.unwrap_or_default();
         let reply: Option<Reply> = serde_json::from_slice(&text).ok();
         match status {
-            // A token with indexer acknowledgement, without `--hec-ack`.
-            400 if reply.as_ref().and_then(|r| r.code) == Some(10) => Err(self
+            // A token with indexer acknowledgement, without `--hec-ack` (10),
+            // or a channel it refuses (11).
+            400 if matches!(reply.as_ref().and_then(|r| r.code), Some(10 | 11)) => Err(self
                 .failure(Failure::Channel, status, reply.as_ref(), &text)
                 .to_string()),
             // 400 "No data" (code 5): the token was taken.
-            400 if reply.as_ref().is_some_and(|r| r.code.is_some()) => Ok(()),
+            400 if reply.as_ref().and_then(|r| r.code) == Some(5) => Ok(()),
             401 | 403 => Err(self
                 .failure(Failure::Token, status, reply.as_ref(), &text)
                 .to_string()),
@@ -815,7 +816,11 @@ mod tests {
         let started = std::time::Instant::now();
         assert!(!hec.wait_for_ack(7).await.unwrap());
         // Within the ack timeout (and the first poll's pause), not --hec-timeout.
-        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     fn object() -> ObjectRef {

@@ -260,6 +260,7 @@ def test_time_range_reads_dates_below_the_prefix_hive_partitions_and_not_host_na
         "exports/2027-01-15/AWSLogs/1/app/2026/11/22/b.ndjson": "copy-22",
         "hosts/web-2001/2026/11/20/c.ndjson": "host-20",
         "hosts/web-2001/2026/11/22/c.ndjson": "host-22",
+        "hosts/hôte-é/2026/11/20/ü.ndjson": "host-20-u",
         "hive/year=2026/month=11/day=20/d.ndjson": "hive-20",
         "hive/year=2026/month=11/day=21/e.ndjson": "hive-21",
         "hive/year=2026/month=10/f.ndjson": "hive-10",
@@ -271,8 +272,8 @@ def test_time_range_reads_dates_below_the_prefix_hive_partitions_and_not_host_na
     assert copied["objects"] == 1
     assert search.count_by_log_id() == {"copy-20": 1}
     rest = ok(run_drsink(*backfill_args(search, bucket, "--prefix", "hosts/", "--prefix", "hive/", *day)))
-    assert rest["objects"] == 2
-    assert search.count_by_log_id() == {"copy-20": 1, "host-20": 1, "hive-20": 1}
+    assert rest["objects"] == 3
+    assert search.count_by_log_id() == {"copy-20": 1, "host-20": 1, "host-20-u": 1, "hive-20": 1}
 
 
 def test_an_empty_time_range_is_refused_at_start(search, run_drsink):
