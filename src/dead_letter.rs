@@ -370,13 +370,7 @@ mod tests {
     fn letters_are_appended_as_ndjson() {
         let dir = std::env::temp_dir().join(format!("drsink-dl-test-{}", std::process::id()));
         let store = DeadLetterStore::new(&dir);
-        let object = ObjectRef {
-            bucket: "b".into(),
-            key: "k 1".into(),
-            region: None,
-            version_id: None,
-            event_time: None,
-        };
+        let object = ObjectRef::new("b", "k 1");
         store
             .append(&[DeadLetter::new(&object, "not JSON")
                 .position(Position::line(3))
@@ -407,13 +401,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("drsink-dl-redrive-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         let store = DeadLetterStore::new(&dir);
-        let object = ObjectRef {
-            bucket: "b".into(),
-            key: "k".into(),
-            region: None,
-            version_id: None,
-            event_time: None,
-        };
+        let object = ObjectRef::new("b", "k");
         let append = |reason: &str| store.append(&[DeadLetter::new(&object, reason)]).unwrap();
         let files = || {
             let mut files: Vec<(PathBuf, Vec<String>)> = fs::read_dir(&dir)

@@ -511,13 +511,7 @@ mod tests {
             max_record_bytes: 1 << 20,
             format: Format::Auto,
         };
-        let object = ObjectRef {
-            bucket: "b".into(),
-            key: "k.gz".into(),
-            region: None,
-            version_id: None,
-            event_time: None,
-        };
+        let object = ObjectRef::new("b", "k.gz");
         let (mut batched, mut dead, mut faults) = (0, 0, 0);
         let mut encoder = Lines;
         decoder

@@ -229,12 +229,19 @@ fn start_after_at(prefix: &str, start_after: &str, delimited: bool) -> String {
 }
 
 impl Selection {
+    /// Whether a key comes after `--start-after`.
+    fn is_after_start(&self, key: &str) -> bool {
+        self.start_after.as_deref().is_none_or(|after| key > after)
+    }
+
     /// Whether a listed prefix can hold keys after `--start-after`: not if
     /// it sorts before it and does not hold it.
     fn may_hold_keys_after_start(&self, prefix: &str) -> bool {
-        self.start_after
-            .as_deref()
-            .is_none_or(|after| prefix > after || after.starts_with(prefix))
+        self.is_after_start(prefix)
+            || self
+                .start_after
+                .as_deref()
+                .is_some_and(|after| after.starts_with(prefix))
     }
 }
 
@@ -295,11 +302,7 @@ pub async fn list(
                 }
                 for object in page.contents() {
                     let Some(key) = object.key() else { continue };
-                    if selection
-                        .start_after
-                        .as_deref()
-                        .is_some_and(|after| key <= after)
-                    {
+                    if !selection.is_after_start(key) {
                         continue;
                     }
                     let selected = match partition_days(key, &root, true) {
@@ -313,13 +316,7 @@ pub async fn list(
                         continue;
                     }
                     let listed = Listed {
-                        object: ObjectRef {
-                            bucket: selection.bucket.clone(),
-                            key: key.to_owned(),
-                            region: None,
-                            version_id: None,
-                            event_time: None,
-                        },
+                        object: ObjectRef::new(selection.bucket.clone(), key.to_owned()),
                         size: object.size().unwrap_or(0).max(0) as u64,
                     };
                     if out.send(listed).await.is_err() {

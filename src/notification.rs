@@ -20,6 +20,20 @@ pub struct ObjectRef {
     pub event_time: Option<DateTime<Utc>>,
 }
 
+impl ObjectRef {
+    /// An object named by bucket and key alone (a listing, a dead letter):
+    /// no region, version or event time.
+    pub fn new(bucket: impl Into<String>, key: impl Into<String>) -> Self {
+        ObjectRef {
+            bucket: bucket.into(),
+            key: key.into(),
+            region: None,
+            version_id: None,
+            event_time: None,
+        }
+    }
+}
+
 impl std::fmt::Display for ObjectRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "s3://{}/{}", self.bucket, self.key)

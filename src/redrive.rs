@@ -71,13 +71,7 @@ fn parse_entry(raw: &[u8]) -> Entry {
             entry,
             record: Some(record),
         }) => Entry::Record {
-            object: ObjectRef {
-                bucket,
-                key,
-                region: None,
-                version_id: None,
-                event_time: None,
-            },
+            object: ObjectRef::new(bucket, key),
             // Every record letter drsink writes has its line; 0 marks one
             // that does not.
             position: Position {
@@ -540,13 +534,7 @@ mod tests {
         assert_eq!(
             parse_entry(raw),
             Entry::Record {
-                object: ObjectRef {
-                    bucket: "b".into(),
-                    key: "k 1.gz".into(),
-                    region: None,
-                    version_id: None,
-                    event_time: None,
-                },
+                object: ObjectRef::new("b", "k 1.gz"),
                 position: Position {
                     line: 7,
                     entry: Some(2)

@@ -77,8 +77,9 @@ impl<R: Read> Values<R> {
             let Some(byte) = self.peek()? else {
                 return Ok(None);
             };
+            let whitespace = matches!(byte, b' ' | b'\t' | b'\r' | b'\n');
             let separator = match byte {
-                b' ' | b'\t' | b'\r' | b'\n' => true,
+                _ if whitespace => true,
                 b'[' if !self.started => {
                     self.in_array = true;
                     true
@@ -88,7 +89,7 @@ impl<R: Read> Values<R> {
             };
             // Leading whitespace does not start the text: a `[` after it
             // still opens the top-level array.
-            if !matches!(byte, b' ' | b'\t' | b'\r' | b'\n') {
+            if !whitespace {
                 self.started = true;
             }
             if !separator {

@@ -59,13 +59,7 @@ impl Ctx {
                 IndexPattern::new("logs-%Y.%m.%d", "logs-undated").expect("valid pattern"),
             )
             .expect("valid sink"),
-            object: ObjectRef {
-                bucket: "bench".into(),
-                key: "bench.json.gz".into(),
-                region: None,
-                version_id: None,
-                event_time: None,
-            },
+            object: ObjectRef::new("bench", "bench.json.gz"),
             limits: Limits {
                 bytes: 5 * 1024 * 1024,
                 records: 10_000,

@@ -247,7 +247,12 @@ fn classify(action: EsAction, item: &ItemResult) -> ItemOutcome {
         // messages would wedge the queue for good. The other blocks pass (a
         // full disk's read-only-allow-delete, 429) or concern every record
         // alike (the cluster read-only, 403 below).
-        403 if error_type == Some("cluster_block_exception") && blocks_index_writes(item) => {
+        403 if item
+            .error
+            .as_ref()
+            .and_then(block_reason)
+            .is_some_and(blocks_index_writes) =>
+        {
             ItemOutcome::Reject(item.error.clone().unwrap_or_default())
         }
         // Permissions or a missing index (auto-create off) concern every
@@ -275,25 +280,22 @@ fn classify(action: EsAction, item: &ItemResult) -> ItemOutcome {
 /// own, which is an operator's pause, not a credentials problem.
 fn cluster_block(body: &[u8]) -> Option<String> {
     let body: Value = serde_json::from_slice(body).ok()?;
-    let error = body.get("error")?;
+    block_reason(body.get("error")?).map(str::to_owned)
+}
+
+/// The reason of an error that is a `cluster_block_exception`.
+fn block_reason(error: &Value) -> Option<&str> {
     (error.get("type")?.as_str()? == "cluster_block_exception").then(|| {
         error
             .get("reason")
             .and_then(Value::as_str)
             .unwrap_or("blocked")
-            .to_owned()
     })
 }
 
-/// Whether the item's block is one on writes to its index (`index.blocks.write`,
+/// Whether a block is one on writes to its index (`index.blocks.write`,
 /// `index.blocks.read_only`), as Elasticsearch and OpenSearch name them.
-fn blocks_index_writes(item: &ItemResult) -> bool {
-    let reason = item
-        .error
-        .as_ref()
-        .and_then(|e| e.get("reason"))
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+fn blocks_index_writes(reason: &str) -> bool {
     reason.contains("index write (api)") || reason.contains("index read-only (api)")
 }
 
@@ -527,13 +529,7 @@ mod tests {
             IndexPattern::new("logs-%Y.%m.%d", "logs-undated").unwrap(),
         )
         .unwrap();
-        let object = ObjectRef {
-            bucket: "b".into(),
-            key: "k".into(),
-            region: None,
-            version_id: None,
-            event_time: None,
-        };
+        let object = ObjectRef::new("b", "k");
         let mut out = Vec::new();
         let doc = sink.encoder(&object).encode(&record, &mut out);
         let text = String::from_utf8(out.clone()).unwrap();

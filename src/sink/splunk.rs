@@ -35,6 +35,10 @@ use crate::redact::{transport_error, url as redact, Secret};
 const EVENT_PATH: &str = "services/collector/event";
 const ACK_PATH: &str = "services/collector/ack";
 const HEALTH_PATH: &str = "services/collector/health";
+
+/// What to do when something that is not HEC answered.
+const CHECK_HEC_URL: &str = "check --hec-url (the HEC base URL, usually port 8088; a redirect \
+                             or a page of another server is not HEC)";
 const CHANNEL_HEADER: &str = "X-Splunk-Request-Channel";
 /// What every entry starts with; the log_id's JSON string follows.
 const ENTRY_START: &[u8] = b"{\"fields\":{\"log_id\":";
@@ -291,8 +295,7 @@ impl SplunkHec {
             )),
             Failure::NotHec => SendError::Fatal(format!(
                 "{hec} answered HTTP {status} to an event request with no HEC reply ({said}): \
-                 check --hec-url (the HEC base URL, usually port 8088; a redirect or a page of \
-                 another server is not HEC)"
+                 {CHECK_HEC_URL}"
             )),
             Failure::Other => SendError::Fatal(format!(
                 "Splunk HEC at {hec} answered HTTP {status} to an event request ({said})"
@@ -714,10 +717,8 @@ impl Sink for SplunkHec {
             200..=299 if reply.as_ref().and_then(|r| r.code) == Some(17) => {}
             200..=399 => {
                 return Err(format!(
-                    "{hec} answered HTTP {status} to {HEALTH_PATH} with no HEC reply; check \
-                     --hec-url (the HEC base URL, usually port 8088; a redirect or a page of \
-                     another server is not HEC)"
-                ))
+                "{hec} answered HTTP {status} to {HEALTH_PATH} with no HEC reply; {CHECK_HEC_URL}"
+            ))
             }
             503 => {
                 return Err(format!(
@@ -743,18 +744,18 @@ impl Sink for SplunkHec {
         let status = response.status().as_u16();
         let text = response.bytes().await.unwrap_or_default();
         let reply: Option<Reply> = serde_json::from_slice(&text).ok();
-        match status {
+        match (status, reply.as_ref().and_then(|r| r.code)) {
             // A token with indexer acknowledgement, without `--hec-ack` (10),
             // or a channel it refuses (11).
-            400 if matches!(reply.as_ref().and_then(|r| r.code), Some(10 | 11)) => Err(self
+            (400, Some(10 | 11)) => Err(self
                 .failure(Failure::Channel, status, reply.as_ref(), &text)
                 .to_string()),
             // 400 "No data" (code 5): the token was taken.
-            400 if reply.as_ref().and_then(|r| r.code) == Some(5) => Ok(()),
-            401 | 403 => Err(self
+            (400, Some(5)) => Ok(()),
+            (401 | 403, _) => Err(self
                 .failure(Failure::Token, status, reply.as_ref(), &text)
                 .to_string()),
-            status => Err(format!(
+            _ => Err(format!(
                 "Splunk HEC at {hec} answered HTTP {status} to an empty request to {EVENT_PATH} \
                  (a working HEC answers 400 \"No data\")"
             )),
@@ -824,13 +825,7 @@ mod tests {
     }
 
     fn object() -> ObjectRef {
-        ObjectRef {
-            bucket: "b".into(),
-            key: "k/x.log".into(),
-            region: None,
-            version_id: None,
-            event_time: None,
-        }
+        ObjectRef::new("b", "k/x.log")
     }
 
     fn record(log_id: &str, ts: Option<i64>, json: &'static [u8]) -> Record<'static> {

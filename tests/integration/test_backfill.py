@@ -89,18 +89,23 @@ def test_replaying_twice_changes_nothing(aws, search, run_drsink, dead_letter_di
     assert search.count_by_log_id() == {i: 1 for i in set(ids)}
 
 
+def start_slow_backfill(search, bucket, checkpoint, start_drsink, done: int):
+    """A backfill slow enough to be stopped half-way (10 records/s, 5 records per object),
+    once its checkpoint holds `done` objects."""
+    proc = start_drsink(*backfill_args(search, bucket, "--checkpoint", str(checkpoint),
+                                       "--concurrency", "1", "--max-records-per-sec", "10"))
+    deadline = time.monotonic() + 60
+    while not (checkpoint.exists() and len(checkpoint.read_text().splitlines()) >= done):
+        assert proc.running() and time.monotonic() < deadline
+        time.sleep(0.1)
+    return proc
+
+
 def test_killed_backfill_resumes_from_its_checkpoint(aws, search, start_drsink, run_drsink, tmp_path):
     bucket = archive(aws, "resume", objects_per_day=4)
     ids = all_log_ids(aws, bucket)
     checkpoint = tmp_path / "checkpoint.ndjson"
-    # Slow enough (10 records/s, 5 records per object) to be killed half-way.
-    proc = start_drsink(*backfill_args(search, bucket, "--checkpoint", str(checkpoint),
-                                       "--concurrency", "1", "--max-records-per-sec", "10"))
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if checkpoint.exists() and len(checkpoint.read_text().splitlines()) >= 3:
-            break
-        time.sleep(0.1)
+    proc = start_slow_backfill(search, bucket, checkpoint, start_drsink, done=3)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done = {json.loads(line)["key"] for line in checkpoint.read_text().splitlines() if line.strip()}
@@ -126,12 +131,7 @@ def test_backfill_stopped_by_sigterm_fails_and_resumes(aws, search, start_drsink
     bucket = archive(aws, "stopped", objects_per_day=4)
     ids = all_log_ids(aws, bucket)
     checkpoint = tmp_path / "checkpoint.ndjson"
-    proc = start_drsink(*backfill_args(search, bucket, "--checkpoint", str(checkpoint),
-                                       "--concurrency", "1", "--max-records-per-sec", "10"))
-    deadline = time.monotonic() + 60
-    while not (checkpoint.exists() and len(checkpoint.read_text().splitlines()) >= 2):
-        assert proc.running() and time.monotonic() < deadline
-        time.sleep(0.1)
+    proc = start_slow_backfill(search, bucket, checkpoint, start_drsink, done=2)
     proc.send_signal(signal.SIGTERM)
     rc, _, err, summary = proc.wait()
     assert rc == 1, err

@@ -377,17 +377,33 @@ def holds_open(pid: int, name: str) -> bool:
     return False
 
 
-def test_redrive_stopped_while_filling_a_batch_keeps_it(search, start_drsink, tmp_path):
-    """SIGTERM while a redrive is still reading its file, with a batch filled but not sent:
-    every entry is either indexed or kept in the store, none is lost with the old file."""
+def letters_file(tmp_path: Path, ids: list[str]) -> Path:
+    """A directory holding one dead-letter file: a rejected record per log_id."""
     source = tmp_path / "letters"
     source.mkdir()
-    ids = [f"stopped-{i:06d}" for i in range(150_000)]
     with (source / "dead-letter-old.ndjson").open("w") as f:
         for n, log_id in enumerate(ids):
             f.write(json.dumps({"reason": "rejected by the sink: test", "bucket": "b", "key": "k.ndjson",
                                 "line": n + 1, "record": json.dumps({"log_id": log_id, "@timestamp": TIMESTAMP})})
                     + "\n")
+    return source
+
+
+def assert_indexed_or_kept_once(search, store: Path, ids: list[str]):
+    """Every log_id is indexed or kept in the store, and none kept twice; -> the counts indexed."""
+    kept = [json.loads(e["record"])["log_id"] for e in dead_letters(store)]
+    search.refresh()
+    indexed = search.count_by_log_id()
+    assert len(kept) == len(set(kept))
+    assert set(kept) | set(indexed) == set(ids), (len(kept), len(indexed))
+    return indexed
+
+
+def test_redrive_stopped_while_filling_a_batch_keeps_it(search, start_drsink, tmp_path):
+    """SIGTERM while a redrive is still reading its file, with a batch filled but not sent:
+    every entry is either indexed or kept in the store, none is lost with the old file."""
+    ids = [f"stopped-{i:06d}" for i in range(150_000)]
+    source = letters_file(tmp_path, ids)
     store = tmp_path / "store"
     proc = start_drsink("redrive", "--from", str(source), "--dead-letter", str(store), "--es-url", search.url,
                         "--index", f"{search.prefix}-%Y.%m.%d", "--fallback-index", f"{search.prefix}-undated",
@@ -401,24 +417,15 @@ def test_redrive_stopped_while_filling_a_batch_keeps_it(search, start_drsink, tm
     rc, out, err, _ = proc.wait()
     assert rc != 0 and "interrupted" in err, err
     assert not list(source.glob("*.ndjson"))
-    kept = [json.loads(e["record"])["log_id"] for e in dead_letters(store)]
-    search.refresh()
-    indexed = search.count_by_log_id()
-    assert len(kept) == len(set(kept)) and set(indexed.values()) <= {1}
-    assert set(kept) | set(indexed) == set(ids), (len(kept), len(indexed))
+    indexed = assert_indexed_or_kept_once(search, store, ids)
+    assert set(indexed.values()) <= {1}
 
 
 def test_redrive_interrupted_between_small_batches_keeps_the_rest(search, fault_proxy, start_drsink, tmp_path):
     """SIGTERM while a redrive sends many small batches (each one closed by the entry that
     did not fit, which opens the next): every entry is indexed or kept, once."""
-    source = tmp_path / "letters"
-    source.mkdir()
     ids = [f"small-{i:04d}" for i in range(400)]
-    with (source / "dead-letter-old.ndjson").open("w") as f:
-        for n, log_id in enumerate(ids):
-            f.write(json.dumps({"reason": "rejected by the sink: test", "bucket": "b", "key": "k.ndjson",
-                                "line": n + 1, "record": json.dumps({"log_id": log_id, "@timestamp": TIMESTAMP})})
-                    + "\n")
+    source = letters_file(tmp_path, ids)
     store = tmp_path / "store"
     fault_proxy.configure(delay=0.2)
     proc = start_drsink("redrive", "--from", str(source), "--dead-letter", str(store), "--es-url", fault_proxy.url,
@@ -429,12 +436,9 @@ def test_redrive_interrupted_between_small_batches_keeps_the_rest(search, fault_
     rc, out, err, _ = proc.wait()
     assert rc != 0 and "interrupted" in err, err
     assert not list(source.glob("*.ndjson"))
-    kept = [json.loads(e["record"])["log_id"] for e in dead_letters(store)]
-    search.refresh()
-    indexed = search.count_by_log_id()
+    indexed = assert_indexed_or_kept_once(search, store, ids)
     assert 0 < len(indexed) < len(ids), len(indexed)
-    assert len(kept) == len(set(kept)) and set(indexed.values()) == {1}
-    assert set(kept) | set(indexed) == set(ids), (len(kept), len(indexed))
+    assert set(indexed.values()) == {1}
     assert fault_proxy.stats["largest_bulk_body"] <= 2000
 
 
