@@ -20,11 +20,12 @@ use crate::pipeline::{Pipeline, INFLIGHT_UNIT};
 use crate::rate::RateLimit;
 use crate::records::{ParserOptions, RecordParser};
 use crate::routing::IndexPattern;
+use crate::shutdown::Shutdown;
 use crate::sink::auth::EsConnection;
 use crate::sink::elasticsearch::Elasticsearch;
 use crate::sink::Sink;
 use crate::stats::Stats;
-use crate::worker::{self, Shutdown, Worker};
+use crate::worker::{self, Worker};
 
 pub async fn run(command: Command, stats: Arc<Stats>, shutdown: Shutdown) -> anyhow::Result<()> {
     if let Command::Config(args) = &command {
@@ -96,6 +97,7 @@ async fn run_backfill(
         dry_run: args.dry_run,
         via_queue: args.via_queue,
         region: aws.region().map(|r| r.to_string()),
+        shutdown_timeout: args.shutdown_timeout,
     };
     backfill::run(aws_sdk_sqs::Client::new(aws), pipeline, settings, shutdown).await
 }

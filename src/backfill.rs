@@ -8,6 +8,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use tokio::sync::{mpsc, Semaphore};
@@ -21,8 +22,8 @@ use crate::listing::{self, Listed, Selection};
 use crate::notification;
 use crate::pipeline::{ObjectError, ObjectOutcome, Pipeline};
 use crate::progress;
+use crate::shutdown::Shutdown;
 use crate::stats::Stats;
-use crate::worker::Shutdown;
 
 pub struct Settings {
     pub selection: Selection,
@@ -32,6 +33,7 @@ pub struct Settings {
     pub via_queue: Option<String>,
     /// Region named in the notifications sent with `--via-queue`.
     pub region: Option<String>,
+    pub shutdown_timeout: Duration,
 }
 
 /// SQS takes at most this many messages per SendMessageBatch.
@@ -44,6 +46,10 @@ pub async fn run(
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let stats = Arc::clone(&pipeline.delivery.stats);
+    let _deadline = shutdown.abort_after_stop(
+        settings.shutdown_timeout,
+        "the objects under way are given up; a rerun replays them",
+    );
     let checkpoint = match &settings.checkpoint {
         Some(path) if !settings.dry_run => {
             let kind = match settings.via_queue {

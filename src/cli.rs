@@ -90,6 +90,11 @@ pub struct BackfillArgs {
     #[arg(long, env = "DRSINK_VIA_QUEUE")]
     pub via_queue: Option<String>,
 
+    /// Seconds the objects under way may take to finish after SIGTERM/SIGINT;
+    /// then they are given up (a rerun replays them).
+    #[arg(long, env = "DRSINK_SHUTDOWN_TIMEOUT", default_value = "30", value_parser = parse_seconds)]
+    pub shutdown_timeout: Duration,
+
     /// Serve Prometheus /metrics, /healthz and /readyz on this HOST:PORT.
     #[arg(long, env = "DRSINK_METRICS_ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,

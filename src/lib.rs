@@ -35,6 +35,7 @@ pub mod redact;
 pub mod redrive;
 pub mod routing;
 pub mod setup;
+pub mod shutdown;
 pub mod sink;
 pub mod stats;
 pub mod timestamp;

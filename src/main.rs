@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use clap::Parser;
 use drsink::cli::{Cli, Command, LogFormat};
+use drsink::shutdown::Shutdown;
 use drsink::stats::Stats;
-use drsink::worker::Shutdown;
 
 fn main() -> ExitCode {
     // The configuration file becomes environment variables before clap reads

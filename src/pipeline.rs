@@ -80,7 +80,12 @@ impl Pipeline {
             tracing::debug!(object = %object, "skipping the dead-letter store's own object");
             return Ok(ObjectOutcome::Own);
         }
-        let reader = match self.store.open(object).await {
+        // A GetObject that hangs must not outlast the shutdown timeout.
+        let opened = tokio::select! {
+            opened = self.store.open(object) => opened,
+            () = self.delivery.abort.cancelled() => return Err(Undelivered::Interrupted.into()),
+        };
+        let reader = match opened {
             Ok(reader) => reader,
             Err(OpenError::Missing(what)) => {
                 tracing::warn!(object = %object, "{what}; nothing to index");
@@ -130,16 +135,15 @@ impl Pipeline {
                 break;
             }
         }
-        // Dropping the receiver stops a decoder still running; once aborted,
-        // it is not waited for (it stops at its next batch).
+        // Dropping the receiver stops a decoder still running, at its next
+        // batch; when delivery failed or was aborted, it is not waited for.
         drop(rx);
-        if let Err(e @ Undelivered::Interrupted) = delivered {
-            return Err(e.into());
-        }
-        let decoded = decoding
-            .await
-            .map_err(|e| ObjectError::Incomplete(format!("decoding {object} failed: {e}")))?;
         delivered?;
+        let decoded = tokio::select! {
+            decoded = decoding => decoded,
+            () = self.delivery.abort.cancelled() => return Err(Undelivered::Interrupted.into()),
+        }
+        .map_err(|e| ObjectError::Incomplete(format!("decoding {object} failed: {e}")))?;
         decoded?;
         Stats::add(&self.stats().objects, 1);
         self.delivery.metrics.object_acknowledged(object.event_time);

@@ -26,9 +26,9 @@ use crate::delivery::Undelivered;
 use crate::notification::ObjectRef;
 use crate::pipeline::Pipeline;
 use crate::records::{Parsed, Position, RecordParser};
+use crate::shutdown::Shutdown;
 use crate::sink::Encoder;
 use crate::stats::Stats;
-use crate::worker::Shutdown;
 
 /// Kept entries are written out once this many bytes are waiting, so a file
 /// full of unparsable records does not pile up in memory.

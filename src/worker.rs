@@ -16,7 +16,6 @@ use aws_sdk_sqs::Client;
 use futures::FutureExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument;
 
@@ -25,21 +24,11 @@ use crate::dead_letter::DeadLetter;
 use crate::delivery::Undelivered;
 use crate::notification::{self, Notification};
 use crate::pipeline::{ObjectError, Pipeline};
+use crate::shutdown::Shutdown;
 use crate::stats::Stats;
 
 /// SQS returns at most this many messages per receive.
 const MAX_RECEIVE: usize = 10;
-
-/// The two stages of shutdown: stop taking work, then abandon what is left.
-#[derive(Clone, Default)]
-pub struct Shutdown {
-    /// Cancelled on the first SIGTERM/SIGINT, or when idle with
-    /// `--exit-when-idle`: no more receives.
-    pub stop: CancellationToken,
-    /// Cancelled when in-flight work must be given up (shutdown timeout,
-    /// second signal, fatal error); unacknowledged messages stay queued.
-    pub abort: CancellationToken,
-}
 
 pub struct Settings {
     pub queue_url: String,
@@ -109,22 +98,10 @@ impl Worker {
         // The shutdown timeout runs from the signal, not from the end of the
         // receive under way then: an orchestrator's grace period counts
         // from the signal too.
-        let deadline = CancellationToken::new();
-        let _deadline_timer = {
-            let (shutdown, deadline) = (self.shutdown.clone(), deadline.clone());
-            let timeout = self.settings.shutdown_timeout;
-            AbortOnDropHandle::new(tokio::spawn(async move {
-                shutdown.stop.cancelled().await;
-                tokio::select! {
-                    () = tokio::time::sleep(timeout) => {
-                        tracing::warn!("shutdown timeout reached; unfinished messages stay queued");
-                        shutdown.abort.cancel();
-                        deadline.cancel();
-                    }
-                    () = shutdown.abort.cancelled() => {}
-                }
-            }))
-        };
+        let deadline = self.shutdown.abort_after_stop(
+            self.settings.shutdown_timeout,
+            "unfinished messages stay queued",
+        );
         let slots = Arc::new(Semaphore::new(self.settings.concurrency.max(1)));
         let mut tasks = JoinSet::new();
         let mut receive_failures = 0u32;
@@ -150,7 +127,7 @@ impl Worker {
             // --wait-seconds, unless the shutdown timeout ends first.
             let received = tokio::select! {
                 received = self.receive(permits.len()) => received,
-                () = deadline.cancelled() => break,
+                () = deadline.passed.cancelled() => break,
             };
             if self.shutdown.stop.is_cancelled() {
                 if let Ok(messages) = &received {

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import subprocess
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -25,6 +26,18 @@ def unique(name: str, limit: int = 40) -> str:
     """A lowercase name valid for buckets, queues and indices, unique per call."""
     base = re.sub(r"[^a-z0-9]+", "-", name.lower())[: limit - 9].strip("-") or "t"
     return f"{base}-{uuid.uuid4().hex[:8]}"
+
+
+def wait_for(condition, timeout: float, what: str, every: float = 0.1):
+    """condition()'s first true value, polled every `every` seconds for `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(every)
 
 
 def gz(*members: bytes) -> bytes:

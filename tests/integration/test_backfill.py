@@ -9,7 +9,7 @@ from urllib.parse import unquote_plus
 
 import requests
 
-from harness import dead_letters, gz, ndjson, ok, unique
+from harness import dead_letters, gz, ndjson, ok, unique, wait_for
 
 DAYS = ["2026/11/19", "2026/11/20", "2026/11/21"]
 
@@ -141,6 +141,29 @@ def test_backfill_stopped_by_sigterm_fails_and_resumes(aws, search, start_drsink
     rerun = ok(run_drsink(*backfill_args(search, bucket, "--checkpoint", str(checkpoint))))
     assert (rerun["skipped"], rerun["objects"]) == (done, 12 - done)
     assert search.count_by_log_id() == {i: 1 for i in set(ids)}
+
+
+def test_backfill_gives_up_at_its_shutdown_timeout(aws, search, fault_proxy, start_drsink, tmp_path):
+    """SIGTERM while every bulk answer is held back: with --shutdown-timeout 3 the
+    backfill gives the objects under way up and exits 1 a few seconds later (a Job's
+    grace period), checkpointing none of them."""
+    bucket = archive(aws, "deadline", objects_per_day=1)
+    checkpoint = tmp_path / "checkpoint.ndjson"
+    fault_proxy.configure(delay=60)
+    args = backfill_args(search, bucket, "--checkpoint", str(checkpoint), "--shutdown-timeout", "3")
+    args[args.index("--es-url") + 1] = fault_proxy.url
+    proc = start_drsink(*args)
+    wait_for(lambda: fault_proxy.stats["bulk_requests"] >= 1, 30, "the first bulk request")
+    signalled = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    rc, _, err, summary = proc.wait(60)
+    took = time.monotonic() - signalled
+    assert took < 10, f"exit {took:.1f} s after SIGTERM with --shutdown-timeout 3"
+    assert rc == 1 and "shutdown timeout reached; the objects under way are given up" in err, err
+    assert "backfill stopped before it was done; run it again with the same --checkpoint" in err, err
+    assert summary["objects"] == 0 and summary["failed"] == 0
+    assert not checkpoint.exists() or checkpoint.read_text().strip() == ""
+    fault_proxy.configure(delay=0)
 
 
 def test_since_until_selects_partitions_and_dry_run_reads_nothing(aws, search, run_drsink, moto_url):

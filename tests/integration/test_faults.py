@@ -16,20 +16,9 @@ from pathlib import Path
 import pytest
 
 import servers
-from harness import Search, dead_letters, ndjson, ok
+from harness import Search, dead_letters, ndjson, ok, wait_for
 
 TIMESTAMP = "2026-11-21T10:00:00Z"
-
-
-def wait_for(condition, timeout: float, what: str, every: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(every)
 
 
 def put_objects(aws, pipeline, tag: str, objects: int, records: int, first: int = 0) -> list[str]:

@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
-from harness import FIXTURES
+from harness import FIXTURES, wait_for
 
 KEY_A = "AWSLogs/region-a/2026/11/21/app.ndjson.gz"
 KEY_B = "AWSLogs/region-b/2026/11/21/app.ndjson"
@@ -104,16 +104,6 @@ class Recorder:
     def bulk_requests(self) -> list[dict]:
         with self.lock:
             return [r for r in self.requests if r["path"].startswith("/_bulk")]
-
-
-def wait_for(predicate, timeout: float = 60, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def scrape(base: str) -> dict[str, float]:
