@@ -185,12 +185,12 @@ pub struct PipelineArgs {
     pub fallback_index: String,
 
     /// Field holding the event time: RFC 3339 text or epoch milliseconds.
-    #[arg(long, env = "DRSINK_TIMESTAMP_FIELD", default_value = "@timestamp")]
+    #[arg(long, env = "DRSINK_TIMESTAMP_FIELD", default_value = "@timestamp", value_parser = field_name)]
     pub timestamp_field: String,
 
     /// Fields whose values make the fingerprint of a record without `log_id`
     /// (comma-separated); default: the whole line.
-    #[arg(long, env = "DRSINK_ID_FIELDS", value_delimiter = ',')]
+    #[arg(long, env = "DRSINK_ID_FIELDS", value_delimiter = ',', value_parser = field_name)]
     pub id_fields: Vec<String>,
 
     /// How the fingerprint of a record without `log_id` is computed. Every
@@ -207,7 +207,7 @@ pub struct PipelineArgs {
     pub min_level: Option<usize>,
 
     /// Field holding a record's level; records without it fall back to ECS `log.level`.
-    #[arg(long, env = "DRSINK_LEVEL_FIELD", default_value = "level")]
+    #[arg(long, env = "DRSINK_LEVEL_FIELD", default_value = "level", value_parser = field_name)]
     pub level_field: String,
 
     /// Send at most this many records per second (protects a cluster serving live traffic).
@@ -358,9 +358,50 @@ fn parse_level(s: &str) -> Result<usize, String> {
     })
 }
 
+/// A record field's name, without the spaces a list (`host, message`) puts
+/// around it. An empty one would match no field: every record lacking it
+/// would get the same fingerprint, and all but one be taken for duplicates.
+fn field_name(s: &str) -> Result<String, String> {
+    match s.trim() {
+        "" => Err("a field name cannot be empty".to_owned()),
+        name => Ok(name.to_owned()),
+    }
+}
+
 fn parse_seconds(s: &str) -> Result<Duration, String> {
     let secs: f64 = s
         .parse()
         .map_err(|_| format!("`{s}` is not a number of seconds"))?;
     Duration::try_from_secs_f64(secs).map_err(|_| format!("`{s}` is not a valid number of seconds"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn worker(extra: &[&str]) -> Result<PipelineArgs, clap::Error> {
+        let argv = ["drsink", "worker", "--queue-url", "q"];
+        match Cli::try_parse_from(argv.iter().chain(extra))?.command {
+            Command::Worker(args) => Ok(args.pipeline),
+            _ => unreachable!("parsed as a worker"),
+        }
+    }
+
+    #[test]
+    fn field_names_are_trimmed_and_never_empty() {
+        let args = worker(&["--id-fields", "host, message"]).unwrap();
+        assert_eq!(args.id_fields, ["host", "message"]);
+        for bad in [
+            &["--id-fields", ""][..],
+            &["--id-fields", "host,,message"],
+            &["--timestamp-field", " "],
+            &["--level-field", ""],
+        ] {
+            let err = worker(bad).unwrap_err().to_string();
+            assert!(
+                err.contains("a field name cannot be empty"),
+                "{bad:?}: {err}"
+            );
+        }
+    }
 }

@@ -153,6 +153,11 @@ pub fn to_env(path: &Path, text: &str, command: Option<&str>) -> Result<Entries,
                 key.replace('-', "_")
             ));
         }
+        if key == "config" {
+            return Err(format!(
+                "configuration file {file}: unknown key `config`: the file cannot name another configuration file"
+            ));
+        }
         let flag = key.replace('_', "-");
         let find = |cmd: &clap::Command| {
             cmd.get_arguments()
@@ -168,13 +173,8 @@ pub fn to_env(path: &Path, text: &str, command: Option<&str>) -> Result<Entries,
                 entries.ignored.push(key.clone());
                 continue;
             }
-            let why = if key == "config" {
-                "the file cannot name another configuration file".to_owned()
-            } else {
-                "not an option of any drsink command".to_owned()
-            };
             return Err(format!(
-                "configuration file {file}: unknown key `{key}`: {why}"
+                "configuration file {file}: unknown key `{key}`: not an option of any drsink command"
             ));
         };
         let Some(var) = arg.get_env().and_then(OsStr::to_str) else {
@@ -199,6 +199,11 @@ pub fn to_env(path: &Path, text: &str, command: Option<&str>) -> Result<Entries,
             toml::Value::Array(items) => {
                 if arg.get_value_delimiter() != Some(',') {
                     return Err(bad("takes one value, not a list".to_owned()));
+                }
+                // As if the key were left out (an empty value would be a
+                // list of one empty item).
+                if items.is_empty() {
+                    continue;
                 }
                 let mut parts = Vec::with_capacity(items.len());
                 for item in items {
@@ -439,6 +444,9 @@ bucket = "archive"
             ]
         );
         assert_eq!(entries.ignored, ["bucket"]);
+        // An empty list is as if the key were left out.
+        let entries = env("id_fields = []\nprefix = []\n", Some("backfill")).unwrap();
+        assert!(entries.values.is_empty(), "{:?}", entries.values);
         // Options named differently from their variable use the variable clap reads.
         let entries = env("from = \"dl\"\n", Some("redrive")).unwrap();
         assert_eq!(entries.values[0].0, "DRSINK_REDRIVE_FROM");
@@ -463,6 +471,16 @@ bucket = "archive"
         assert!(err.contains("unknown key `worker`"), "{err}");
         let err = env("es_url = {a = 1}", Some("worker")).unwrap_err();
         assert!(err.contains("tables are not allowed"), "{err}");
+        let err = env("config = \"other.toml\"", Some("worker")).unwrap_err();
+        assert!(
+            err.contains("cannot name another configuration file"),
+            "{err}"
+        );
+        let err = env("id_fields = [\"host\", \" \"]", Some("worker")).unwrap_err();
+        assert!(
+            err.contains("`id_fields`") && err.contains("a field name cannot be empty"),
+            "{err}"
+        );
         let err = env("queue_url = ", Some("worker")).unwrap_err();
         assert!(err.contains("not valid TOML"), "{err}");
         // Where it broke, never the line itself (it may hold a secret).
