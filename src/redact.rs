@@ -7,7 +7,7 @@
 /// says so must not show it). Without a scheme, `user:password@host` is
 /// redacted the same way, and a value such as `@timestamp` is left alone.
 /// A password in the query (`redis+unix:///run/redis.sock?pass=…`, the only
-/// way to give one to a Unix socket) is redacted too.
+/// way to give one to a Unix socket), a token or a key is redacted too.
 pub fn url(value: &str) -> String {
     let (scheme, rest) = match value.find("://") {
         Some(end) => (&value[..end + 3], &value[end + 3..]),
@@ -19,9 +19,7 @@ pub fn url(value: &str) -> String {
             let pairs: Vec<String> = query
                 .split('&')
                 .map(|pair| match pair.split_once('=') {
-                    Some((name, _))
-                        if ["pass", "password"].contains(&name.to_ascii_lowercase().as_str()) =>
-                    {
+                    Some((name, _)) if is_secret_parameter(name) => {
                         format!("{name}=(redacted)")
                     }
                     _ => pair.to_owned(),
@@ -87,13 +85,24 @@ impl std::fmt::Display for Secret {
     }
 }
 
+/// A query parameter that names a credential (`pass`, `access_token`,
+/// `api_key`, `X-Amz-Signature`…).
+fn is_secret_parameter(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    ["pass", "token", "secret", "key", "signature", "auth"]
+        .iter()
+        .any(|word| name.contains(word))
+}
+
 impl std::str::FromStr for Secret {
     type Err = String;
 
-    /// Never echoes the value, so clap's errors cannot show it.
+    /// Never echoes the value, so clap's errors cannot show it. Only line
+    /// breaks at the end are dropped (a Kubernetes secret made from a file
+    /// often ends with one); spaces may belong to a password.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let s = s.trim();
-        if s.is_empty() {
+        let s = s.trim_end_matches(['\r', '\n']);
+        if s.trim().is_empty() {
             return Err("must not be empty".to_owned());
         }
         Ok(Secret(s.to_owned()))
@@ -132,11 +141,22 @@ mod tests {
                 "redis+unix:///run/r.sock?pass=p@ssw0rd&db=2",
                 "redis+unix:///run/r.sock?pass=(redacted)&db=2",
             ),
+            (
+                "https://hec.example/services?token=abc&sourcetype=x&api_key=k",
+                "https://hec.example/services?token=(redacted)&sourcetype=x&api_key=(redacted)",
+            ),
         ] {
             assert_eq!(super::url(value), shown);
         }
         for plain in ["logs-%Y", "@timestamp", "http://host:9200/", "user@host"] {
             assert_eq!(super::url(plain), plain);
         }
+    }
+
+    #[test]
+    fn a_secret_keeps_its_spaces_and_loses_a_trailing_line_break() {
+        let secret: super::Secret = " pass word \n".parse().unwrap();
+        assert_eq!(secret.expose(), " pass word ");
+        assert!(" \r\n".parse::<super::Secret>().is_err());
     }
 }

@@ -249,7 +249,12 @@ impl EsConnection {
 
     /// An HTTP client with this connection's TLS settings.
     pub fn client(&self, timeout: Duration) -> Result<reqwest::Client, String> {
-        let mut builder = reqwest::Client::builder().timeout(timeout);
+        // A redirect is not followed: the credentials would go along to
+        // wherever it points (reqwest keeps them when only the scheme
+        // changes), and a POST would turn into a GET.
+        let mut builder = reqwest::Client::builder()
+            .timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none());
         for cert in &self.ca_certs {
             builder = builder.add_root_certificate(cert.clone());
         }

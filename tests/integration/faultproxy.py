@@ -81,9 +81,10 @@ class FaultProxy:
         self.item_reject_share = 0.0
         self.delay = 0.0
         self.down = False
+        self.redirect_bulk = False  # answer bulk requests with a 307 to the upstream
         self.stats: dict[str, int] = dict.fromkeys(
             ["requests", "bulk_requests", "failed_requests", "forwarded_items", "rejected_items", "cut",
-             "largest_bulk_body"], 0)
+             "largest_bulk_body", "redirected"], 0)
         self._local = threading.local()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -92,7 +93,7 @@ class FaultProxy:
 
     def configure(self, **settings: Any) -> "FaultProxy":
         """Change faults at runtime: request_fail_share, request_fail_statuses,
-        request_fail_error, item_reject_share, delay, down."""
+        request_fail_error, item_reject_share, delay, down, redirect_bulk."""
         with self._lock:
             for name, value in settings.items():
                 if not hasattr(self, name) or name.startswith("_") or name in ("upstream", "stats"):
@@ -231,7 +232,10 @@ class _Handler(BaseHTTPRequestHandler):
             return self.cut()
         headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
         path = self.path.split("?", 1)[0]
-        if self.command in ("POST", "PUT") and path.rstrip("/").endswith("/_bulk"):
+        if self.command in ("POST", "PUT") and path.rstrip("/").endswith("/_bulk") and proxy.redirect_bulk:
+            proxy.count("redirected")
+            status, out_headers, content = 307, {"Location": proxy.upstream + self.path}, b""
+        elif self.command in ("POST", "PUT") and path.rstrip("/").endswith("/_bulk"):
             status, out_headers, content = proxy.bulk(self.command, self.path, headers, body)
             if proxy.delay:
                 time.sleep(proxy.delay)

@@ -296,6 +296,20 @@ def test_shutdown_timeout_counts_from_the_signal(aws, pipeline, search, fault_pr
     fault_proxy.configure(delay=0)
 
 
+def test_a_redirect_from_the_cluster_is_not_followed(aws, pipeline, search, fault_proxy, worker_args, run_drsink):
+    """A bulk request answered with a redirect (a load balancer sending it elsewhere) is
+    not followed: the credentials would go along to wherever it points. The worker stops
+    with the status, nothing is indexed, and the message stays queued."""
+    put_objects(aws, pipeline, "redirect", objects=1, records=3)
+    wait_for(lambda: aws.queue_depth(pipeline.queue_url) >= 1, 15, "the object's message")
+    fault_proxy.configure(redirect_bulk=True)
+    rc, _, err, _ = run_drsink(*worker_args(pipeline.queue_url, es_url=fault_proxy.url))
+    assert rc == 1 and "answered HTTP 307 Temporary Redirect to a bulk request" in err, err
+    assert fault_proxy.stats["redirected"] == 1 and fault_proxy.stats["forwarded_items"] == 0
+    assert search.count_by_log_id() == {}
+    assert aws.queue_depth(pipeline.queue_url) == 1
+
+
 def test_mapping_conflict_dead_letters_then_redrive(aws, pipeline, search, run_worker, run_drsink, dead_letter_dir):
     """5. An index template maps `when` as a date; records with text there are
     dead-lettered with the server's reason, the rest indexed. A redrive while the
