@@ -268,6 +268,11 @@ pub struct HecArgs {
     #[arg(long, env = "DRSINK_HEC_TOKEN_FILE")]
     pub hec_token_file: Option<PathBuf>,
 
+    /// PEM file of the CA certificate(s) that signed the HEC's certificate
+    /// (Splunk's own, or a company CA), trusted besides the built-in roots.
+    #[arg(long, env = "DRSINK_HEC_CA_CERT")]
+    pub hec_ca_cert: Option<PathBuf>,
+
     /// Splunk index of the events (default: the token's default index).
     #[arg(long, env = "DRSINK_HEC_INDEX")]
     pub hec_index: Option<String>,

@@ -204,22 +204,7 @@ impl EsConnection {
             }
         };
         let ca_certs = match &args.es_ca_cert {
-            Some(path) => {
-                let pem = read(path, "--es-ca-cert")?;
-                let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                    format!(
-                        "--es-ca-cert {}: not a PEM certificate: {e}",
-                        path.display()
-                    )
-                })?;
-                if certs.is_empty() {
-                    return Err(format!(
-                        "--es-ca-cert {}: no certificate in the file",
-                        path.display()
-                    ));
-                }
-                certs
-            }
+            Some(path) => ca_certificates(path, "--es-ca-cert")?,
             None => Vec::new(),
         };
         let identity = match (&args.es_client_cert, &args.es_client_key) {
@@ -277,6 +262,21 @@ impl EsConnection {
             EsAuth::SigV4(signer) => signer.sign(request).await,
         }
     }
+}
+
+/// The CA certificates of a PEM bundle (`--es-ca-cert`, `--hec-ca-cert`),
+/// trusted besides the built-in roots.
+pub fn ca_certificates(path: &Path, flag: &str) -> Result<Vec<reqwest::Certificate>, String> {
+    let pem = read(path, flag)?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| format!("{flag} {}: not a PEM certificate: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "{flag} {}: no certificate in the file",
+            path.display()
+        ));
+    }
+    Ok(certs)
 }
 
 fn read(path: &Path, flag: &str) -> Result<Vec<u8>, String> {

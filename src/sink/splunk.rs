@@ -54,6 +54,8 @@ pub struct Settings {
     pub compress: bool,
     pub timeout: Duration,
     pub ack_timeout: Duration,
+    /// Trusted besides the built-in roots (`--hec-ca-cert`).
+    pub ca_certs: Vec<reqwest::Certificate>,
 }
 
 pub struct SplunkHec {
@@ -90,6 +92,10 @@ pub async fn from_args(args: &HecArgs) -> Result<SplunkHec, String> {
                 .to_owned(),
         ),
     };
+    let ca_certs = match &args.hec_ca_cert {
+        Some(path) => super::auth::ca_certificates(path, "--hec-ca-cert")?,
+        None => Vec::new(),
+    };
     let channel = uuid::Builder::from_random_bytes(rand::random())
         .into_uuid()
         .to_string();
@@ -113,6 +119,7 @@ pub async fn from_args(args: &HecArgs) -> Result<SplunkHec, String> {
             compress: args.hec_compress,
             timeout: args.hec_timeout,
             ack_timeout: args.hec_ack_timeout,
+            ca_certs,
         },
         ledger,
         channel,
@@ -138,7 +145,11 @@ impl SplunkHec {
         let mut auth = HeaderValue::from_str(&format!("Splunk {}", settings.token.expose()))
             .map_err(|_| "the HEC token holds characters that cannot go in a header".to_owned())?;
         auth.set_sensitive(true);
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        for cert in settings.ca_certs {
+            builder = builder.add_root_certificate(cert);
+        }
+        let client = builder
             .timeout(settings.timeout)
             // A load balancer's stickiness cookie: an ackId is known only to
             // the HEC node that took the request.
@@ -781,6 +792,7 @@ mod tests {
                 compress: false,
                 timeout: Duration::from_secs(1),
                 ack_timeout: Duration::from_secs(1),
+                ca_certs: Vec::new(),
             },
             None,
             "chan".into(),
@@ -809,6 +821,7 @@ mod tests {
                 compress: false,
                 timeout: Duration::from_secs(20),
                 ack_timeout: Duration::from_secs(1),
+                ca_certs: Vec::new(),
             },
             None,
             "chan".into(),

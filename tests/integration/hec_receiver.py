@@ -41,6 +41,7 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import ssl
 import threading
 import time
 import urllib.parse
@@ -53,7 +54,9 @@ EVENT_PATHS = {"/services/collector", "/services/collector/event", "/services/co
 
 class HecReceiver:
     def __init__(self, token: str = "00000000-1111-2222-3333-444444444444", ack: bool = False,
-                 ack_delay: float = 0.0, max_content_length: int = 1_000_000) -> None:
+                 ack_delay: float = 0.0, max_content_length: int = 1_000_000,
+                 tls: "ssl.SSLContext | None" = None) -> None:
+        """With `tls` (a server context), HEC is served over HTTPS."""
         self.token = token
         self.ack = ack
         self.ack_delay = ack_delay
@@ -79,11 +82,15 @@ class HecReceiver:
         self._next_ack: dict[str, int] = {}
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
+        self.scheme = "http"
+        if tls:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
+            self.scheme = "https"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"{self.scheme}://127.0.0.1:{self._server.server_address[1]}"
 
     def __enter__(self) -> "HecReceiver":
         self._thread.start()

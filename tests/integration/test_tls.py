@@ -1,12 +1,14 @@
 """TLS to the cluster with a private CA (`--es-ca-cert`) and a client certificate
 (`--es-client-cert`/`--es-client-key`): a TLS-terminating proxy in front of the
-search server demands a client certificate from our own CA."""
+search server demands a client certificate from our own CA. And HEC behind a
+certificate of a private CA (`--hec-ca-cert`)."""
 import ssl
 import subprocess
 
 import pytest
 
 from harness import ok
+from hec_receiver import HecReceiver
 from test_metrics import Recorder, put_dual_write
 
 
@@ -74,3 +76,28 @@ def test_untrusted_or_unauthenticated_tls_fails_at_start(missing, aws, pipeline,
         assert "certificate" in last.lower() or "handshake" in last.lower() or "tls" in last.lower(), last
     assert "panicked" not in err
     assert aws.queue_depth(pipeline.queue_url) == 2  # moto's test events, untouched
+
+
+def test_hec_with_a_private_ca(aws, pipeline, pki, run_drsink, dead_letter_dir, tmp_path):
+    """Splunk's HEC usually has a certificate of Splunk's own or a company CA: without
+    --hec-ca-cert the start check fails on the certificate and nothing is consumed;
+    with it every event arrives once."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pki / "server.pem", pki / "server.key")
+    token = "00000000-1111-2222-3333-444444444444"
+    with HecReceiver(token=token, tls=context) as hec:
+        assert hec.url.startswith("https://")
+        records = put_dual_write(aws, pipeline)
+        args = ["worker", "--queue-url", pipeline.queue_url, "--sink", "splunk-hec", "--hec-url", hec.url,
+                "--dead-letter", str(dead_letter_dir), "--dedup-ledger-path", str(tmp_path / "ledger"),
+                "--wait-seconds", "1", "--s3-force-path-style", "--exit-when-idle"]
+        env = {"DRSINK_HEC_TOKEN": token}
+        rc, _, err, _ = run_drsink(*args, env=env)
+        last = err.strip().splitlines()[-1]
+        assert rc != 0 and last.startswith("error: the sink is not usable"), err[-2000:]
+        assert "certificate" in last.lower() or "tls" in last.lower(), last
+        assert hec.counts() == {}
+        summary = ok(run_drsink(*args, "--hec-ca-cert", str(pki / "ca.pem"), env=env))
+        assert summary["records"] == records
+        assert len(hec.counts()) == 10 and set(hec.counts().values()) == {1}
+        assert aws.queue_depth(pipeline.queue_url) == 0
