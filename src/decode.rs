@@ -81,6 +81,8 @@ struct Run<'a, 'o, E> {
     encoder: &'a mut dyn Encoder,
     builder: Builder,
     chunk: Chunk,
+    /// Bytes of the dead letters in `chunk` (reasons and records).
+    letter_bytes: usize,
     emit: E,
 }
 
@@ -91,7 +93,7 @@ impl<E: FnMut(Chunk) -> Result<(), String>> Run<'_, '_, E> {
         reason: String,
         record: Option<&[u8]>,
         offset: Option<u64>,
-    ) {
+    ) -> Result<(), DecodeError> {
         let mut letter = DeadLetter::new(self.object, reason).position(position);
         if let Some(record) = record {
             letter = letter.record(record);
@@ -99,14 +101,22 @@ impl<E: FnMut(Chunk) -> Result<(), String>> Run<'_, '_, E> {
         if let Some(offset) = offset {
             letter = letter.offset(offset);
         }
+        self.letter_bytes += letter.reason.len() + record.map_or(0, <[u8]>::len);
         self.chunk.letters.push(letter);
+        // An object of nothing but bad records (a Latin-1 file after one
+        // good line) must not pile them all up in memory: they are handed on
+        // as a batch would be.
+        let limits = self.decoder.limits;
+        if self.letter_bytes >= limits.bytes || self.chunk.letters.len() >= limits.records {
+            self.hand_on()?;
+        }
+        Ok(())
     }
 
     fn push(&mut self, record: &Record<'_>) -> Result<(), DecodeError> {
         if record.json.len() > self.decoder.max_record_bytes {
             let reason = self.too_long(record.json.len() as u64);
-            self.dead(record.position, reason, None, None);
-            return Ok(());
+            return self.dead(record.position, reason, None, None);
         }
         let encoder = &mut *self.encoder;
         let limits = self.decoder.limits;
@@ -125,6 +135,12 @@ impl<E: FnMut(Chunk) -> Result<(), String>> Run<'_, '_, E> {
 
     fn emit_batch(&mut self, batch: Batch) -> Result<(), DecodeError> {
         self.chunk.batch = Some(batch);
+        self.hand_on()
+    }
+
+    /// Hands the chunk read so far on.
+    fn hand_on(&mut self) -> Result<(), DecodeError> {
+        self.letter_bytes = 0;
         (self.emit)(std::mem::take(&mut self.chunk)).map_err(DecodeError::Stopped)
     }
 
@@ -159,7 +175,7 @@ impl<E: FnMut(Chunk) -> Result<(), String>> Run<'_, '_, E> {
                     match record {
                         Ok(record) => self.push(&record)?,
                         Err(bad) => {
-                            self.dead(bad.position, bad.error.to_string(), Some(&bad.text), None)
+                            self.dead(bad.position, bad.error.to_string(), Some(&bad.text), None)?
                         }
                     }
                 }
@@ -170,7 +186,7 @@ impl<E: FnMut(Chunk) -> Result<(), String>> Run<'_, '_, E> {
                     RecordError::NotUtf8(at) => Some(offset + at as u64),
                     _ => None,
                 };
-                self.dead(position, e.to_string(), Some(text), at);
+                self.dead(position, e.to_string(), Some(text), at)?;
             }
         }
         Ok(())
@@ -227,6 +243,7 @@ impl<'a> ObjectDecoder<'a> {
             encoder,
             builder: Builder::default(),
             chunk: Chunk::default(),
+            letter_bytes: 0,
             emit,
         };
         let broke = match format {
@@ -273,7 +290,7 @@ impl<'a> ObjectDecoder<'a> {
                 Line::TooLong { bytes } => {
                     run.chunk.records += 1;
                     let reason = run.too_long(bytes);
-                    run.dead(position, reason, None, Some(offset));
+                    run.dead(position, reason, None, Some(offset))?;
                     continue;
                 }
                 // Not only on line 1: `cat a.ndjson b.ndjson` (or two gzip
@@ -369,7 +386,7 @@ impl<'a> ObjectDecoder<'a> {
             if let Some(bytes) = value.too_long {
                 run.chunk.records += 1;
                 let reason = run.too_long(bytes);
-                run.dead(position, reason, None, Some(value.offset));
+                run.dead(position, reason, None, Some(value.offset))?;
                 continue;
             }
             run.take(
@@ -530,6 +547,48 @@ mod tests {
         assert!(!readable.ends_with(b"\n"), "a line is cut off");
         assert!(whole_lines > 150, "{whole_lines}");
         assert_eq!((batched, dead), (whole_lines, 0));
+    }
+
+    #[test]
+    fn dead_letters_are_handed_on_before_they_outgrow_a_batch() {
+        // One good line, then 5000 lines of Latin-1: every one a dead letter.
+        let mut text = b"{\"log_id\":\"ok\"}\n".to_vec();
+        for i in 0..5000 {
+            // "Zürich" with its ü in Latin-1.
+            text.extend_from_slice(format!("{{\"n\":{i},\"city\":\"Z").as_bytes());
+            text.extend_from_slice(b"\xfcrich\"}\n");
+        }
+        let parser = RecordParser::new(&ParserOptions::default());
+        let decoder = ObjectDecoder {
+            parser: &parser,
+            limits: Limits {
+                bytes: 16 * 1024,
+                records: 10_000,
+            },
+            max_record_bytes: 1 << 20,
+            format: Format::Auto,
+        };
+        let object = ObjectRef::new("b", "latin1.ndjson");
+        let (mut batched, mut dead, mut largest) = (0, 0, 0);
+        decoder
+            .decode(&object, Cursor::new(text), &mut Lines, |chunk| {
+                batched += chunk.batch.map_or(0, |b| b.entries.len());
+                dead += chunk.letters.len();
+                let bytes: usize = chunk
+                    .letters
+                    .iter()
+                    .map(|l| l.reason.len() + l.record.as_ref().map_or(0, String::len))
+                    .sum();
+                largest = largest.max(bytes);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!((batched, dead), (1, 5000));
+        // At most one letter past the bound (each is under 200 bytes).
+        assert!(
+            largest < 17 * 1024,
+            "a chunk held {largest} bytes of dead letters"
+        );
     }
 
     #[test]
