@@ -233,10 +233,10 @@ impl Worker {
             }
         };
 
-        let heartbeat = self.heartbeat(receipt.clone(), id.clone());
+        let mut heartbeat = self.heartbeat(receipt.clone(), id.clone());
         // Whatever is logged while its objects are read and sent (a retried
         // bulk request, a corrupt stream) names the message.
-        let outcome = AssertUnwindSafe(
+        let processing = AssertUnwindSafe(
             async {
                 for object in &objects {
                     self.pipeline
@@ -248,8 +248,27 @@ impl Worker {
             }
             .instrument(tracing::info_span!("message", message_id = %id)),
         )
-        .catch_unwind()
-        .await;
+        .catch_unwind();
+        // The heartbeat ends only when SQS no longer holds the message for
+        // this worker: its work is given up (what was sent merges by log_id
+        // when the next receive takes the message up), and it is not deleted.
+        let outcome = tokio::select! {
+            outcome = processing => outcome,
+            lost = &mut heartbeat => {
+                match lost {
+                    Ok(LostHold::Limit) => {
+                        tracing::warn!(message_id = %id, "message {id} has been held for 12 hours, the most SQS allows; its work is given up and it goes back to the queue at once");
+                        self.release(&id, &receipt).await;
+                    }
+                    Ok(LostHold::Gone(reason)) => {
+                        tracing::warn!(message_id = %id, "message {id} is no longer held by this worker ({reason}); its work is given up, and the next receive takes it up");
+                    }
+                    Err(e) => tracing::error!(message_id = %id, "the heartbeat of message {id} failed: {e}; its work is given up"),
+                }
+                Stats::add(&self.stats().failed, 1);
+                return;
+            }
+        };
         drop(heartbeat);
         // A panic is a bug, but it must not pass unnoticed: the message is
         // counted as failed, and stays queued like any other failure (not
@@ -359,35 +378,111 @@ impl Worker {
         }
     }
 
-    /// Extends the message's visibility ahead of its expiry until aborted.
-    /// Each extension is only the queue's own timeout, so the messages of a
-    /// killed worker come back to the fleet within that time.
-    fn heartbeat(&self, receipt: String, id: String) -> AbortOnDropHandle<()> {
+    /// Extends the message's visibility ahead of its expiry until dropped,
+    /// or until SQS no longer holds the message for this worker: then it
+    /// ends and says why. Each extension is only the queue's own timeout, so
+    /// the messages of a killed worker come back to the fleet within that
+    /// time; a failed one is retried well before the message's expiry.
+    fn heartbeat(&self, receipt: String, id: String) -> AbortOnDropHandle<LostHold> {
         let sqs = self.sqs.clone();
         let queue_url = self.settings.queue_url.clone();
         let visibility = self.visibility;
         let metrics = Arc::clone(&self.pipeline.delivery.metrics);
         let every = Duration::from_millis(visibility as u64 * 1000 / 3);
+        // Counted from just after the receive, so it ends no later than SQS's.
+        let received = tokio::time::Instant::now();
         AbortOnDropHandle::new(tokio::spawn(async move {
-            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            let mut next = every;
             loop {
-                ticks.tick().await;
+                tokio::time::sleep(next).await;
+                let extension = match next_hold(visibility, received.elapsed(), every) {
+                    Ok(extension) => extension,
+                    Err(end) => {
+                        tokio::time::sleep(end).await;
+                        return LostHold::Limit;
+                    }
+                };
                 let extended = sqs
                     .change_message_visibility()
                     .queue_url(&queue_url)
                     .receipt_handle(&receipt)
-                    .visibility_timeout(visibility)
+                    .visibility_timeout(extension)
                     .send()
                     .await;
                 match extended {
-                    Ok(_) => metrics.visibility_extended(),
-                    Err(e) => tracing::warn!(
-                        message_id = %id,
-                        "extending the visibility of message {id} failed: {}",
-                        describe(&e)
-                    ),
+                    Ok(_) => {
+                        metrics.visibility_extended();
+                        next = every;
+                    }
+                    Err(e)
+                        if e.as_service_error().is_some_and(|e| {
+                            e.is_message_not_inflight() || e.is_receipt_handle_is_invalid()
+                        }) =>
+                    {
+                        return LostHold::Gone(describe(&e));
+                    }
+                    Err(e) => {
+                        next = every / 4;
+                        tracing::warn!(
+                            message_id = %id,
+                            "extending the visibility of message {id} failed: {}; retrying in {next:?}",
+                            describe(&e)
+                        );
+                    }
                 }
             }
         }))
+    }
+}
+
+/// SQS keeps a message invisible for at most 12 hours from its receive.
+const MAX_HOLD: Duration = Duration::from_secs(12 * 3600);
+
+/// Why a message's heartbeat ended.
+enum LostHold {
+    /// The next extension would pass [`MAX_HOLD`].
+    Limit,
+    /// SQS refused the receipt handle (the message was received anew, or
+    /// deleted): the message is not this worker's any more.
+    Gone(String),
+}
+
+/// What the heartbeat does after `held` of the 12 hours: extend by this many
+/// seconds, or, when the hold ends before the next beat, wait until just
+/// before its end (`Err`) and give the message up.
+fn next_hold(visibility: i32, held: Duration, every: Duration) -> Result<i32, Duration> {
+    let left = MAX_HOLD.saturating_sub(held);
+    if left <= every {
+        return Err(left.saturating_sub(Duration::from_secs(1)));
+    }
+    Ok(visibility.min(i32::try_from(left.as_secs()).unwrap_or(i32::MAX)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extensions_end_at_sqs_twelve_hours() {
+        let hours = |h: u64| Duration::from_secs(h * 3600);
+        let every = Duration::from_secs(100);
+        assert_eq!(next_hold(300, Duration::ZERO, every), Ok(300));
+        // The last stretch is extended only up to the 12 hours…
+        assert_eq!(
+            next_hold(300, MAX_HOLD - Duration::from_secs(250), every),
+            Ok(250)
+        );
+        // …and when it ends before the next beat, the message is given up then.
+        assert_eq!(
+            next_hold(300, MAX_HOLD - Duration::from_secs(100), every),
+            Err(Duration::from_secs(99))
+        );
+        assert_eq!(next_hold(300, MAX_HOLD * 2, every), Err(Duration::ZERO));
+        // --visibility-timeout 43200: the receive itself held it 12 hours.
+        assert_eq!(next_hold(43_200, hours(4), hours(4)), Ok(28_800));
+        assert_eq!(
+            next_hold(43_200, hours(8), hours(4)),
+            Err(hours(4) - Duration::from_secs(1))
+        );
     }
 }

@@ -82,9 +82,12 @@ class FaultProxy:
         self.delay = 0.0
         self.down = False
         self.redirect_bulk = False  # answer bulk requests with a 307 to the upstream
+        # In front of moto: answer this many visibility extensions with SQS's
+        # MessageNotInflight (what a stale receipt handle gets).
+        self.sqs_not_inflight = 0
         self.stats: dict[str, int] = dict.fromkeys(
             ["requests", "bulk_requests", "failed_requests", "forwarded_items", "rejected_items", "cut",
-             "largest_bulk_body", "redirected"], 0)
+             "largest_bulk_body", "redirected", "not_inflight"], 0)
         self._local = threading.local()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -93,7 +96,7 @@ class FaultProxy:
 
     def configure(self, **settings: Any) -> "FaultProxy":
         """Change faults at runtime: request_fail_share, request_fail_statuses,
-        request_fail_error, item_reject_share, delay, down, redirect_bulk."""
+        request_fail_error, item_reject_share, delay, down, redirect_bulk, sqs_not_inflight."""
         with self._lock:
             for name, value in settings.items():
                 if not hasattr(self, name) or name.startswith("_") or name in ("upstream", "stats"):
@@ -232,6 +235,11 @@ class _Handler(BaseHTTPRequestHandler):
             return self.cut()
         headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
         path = self.path.split("?", 1)[0]
+        if self.headers.get("X-Amz-Target") == "AmazonSQS.ChangeMessageVisibility" and self.not_inflight(body):
+            return self.answer(400, {"Content-Type": "application/x-amz-json-1.0",
+                                     "x-amzn-query-error": "AWS.SimpleQueueService.MessageNotInflight;Sender"},
+                               json.dumps({"__type": "com.amazonaws.sqs#MessageNotInflight",
+                                           "message": "The message is not in flight."}).encode())
         if self.command in ("POST", "PUT") and path.rstrip("/").endswith("/_bulk") and proxy.redirect_bulk:
             proxy.count("redirected")
             status, out_headers, content = 307, {"Location": proxy.upstream + self.path}, b""
@@ -243,6 +251,19 @@ class _Handler(BaseHTTPRequestHandler):
             status, out_headers, content = proxy.forward(self.command, self.path, headers, body)
         if proxy.down:  # went down while the request was on its way
             return self.cut()
+        self.answer(status, out_headers, content)
+
+    def not_inflight(self, body: bytes) -> bool:
+        """Whether this visibility extension is answered with MessageNotInflight."""
+        proxy = self.proxy
+        with proxy._lock:
+            if proxy.sqs_not_inflight <= 0 or json.loads(body).get("VisibilityTimeout", 0) == 0:
+                return False
+            proxy.sqs_not_inflight -= 1
+            proxy.stats["not_inflight"] += 1
+            return True
+
+    def answer(self, status: int, out_headers: dict, content: bytes) -> None:
         try:
             self.send_response(status)
             for k, v in out_headers.items():

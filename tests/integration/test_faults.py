@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import servers
+from faultproxy import FaultProxy
 from harness import Search, dead_letters, ndjson, ok, wait_for
 
 TIMESTAMP = "2026-11-21T10:00:00Z"
@@ -308,6 +309,31 @@ def test_a_redirect_from_the_cluster_is_not_followed(aws, pipeline, search, faul
     assert fault_proxy.stats["redirected"] == 1 and fault_proxy.stats["forwarded_items"] == 0
     assert search.count_by_log_id() == {}
     assert aws.queue_depth(pipeline.queue_url) == 1
+
+
+def test_a_message_sqs_no_longer_holds_is_given_up(aws, pipeline, search, fault_proxy, moto_url, worker_args,
+                                                   run_drsink):
+    """SQS answers a visibility extension with MessageNotInflight (the receipt handle is
+    stale: the message expired, or another receive took it): the worker gives the
+    message's work up instead of finishing it beside the new holder, and does not delete
+    it with the stale handle. The next receive indexes it: every record once."""
+    short_visibility(aws, pipeline, 3)  # a heartbeat every second
+    ids = put_objects(aws, pipeline, "lost-hold", objects=1, records=5)
+    wait_for(lambda: aws.queue_depth(pipeline.queue_url) >= 1, 15, "the object's message")
+    fault_proxy.configure(delay=5)  # the bulk answer comes after the first heartbeats
+    with FaultProxy(moto_url) as sqs:
+        sqs.configure(sqs_not_inflight=1)
+        rc, _, err, summary = run_drsink(*worker_args(pipeline.queue_url, es_url=fault_proxy.url),
+                                         env={"AWS_ENDPOINT_URL": sqs.url})
+    assert sqs.stats["not_inflight"] == 1
+    assert rc == 1 and "is no longer held by this worker" in err, err
+    assert summary["failed"] == 1 and summary["objects"] == 0, summary
+    assert aws.queue_depth(pipeline.queue_url) == 1
+    fault_proxy.configure(delay=0)
+    wait_for(lambda: in_flight(aws, pipeline.queue_url) == 0, 15, "the message back on the queue")
+    ok(run_drsink(*worker_args(pipeline.queue_url)))
+    assert search.count_by_log_id() == {i: 1 for i in ids}
+    assert aws.queue_depth(pipeline.queue_url) == 0
 
 
 def test_mapping_conflict_dead_letters_then_redrive(aws, pipeline, search, run_worker, run_drsink, dead_letter_dir):
