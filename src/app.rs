@@ -13,6 +13,7 @@ use crate::cli::{
 };
 use crate::dead_letter::{self, DeadLetterStore};
 use crate::delivery::Delivery;
+use crate::ledger::LedgerSpec;
 use crate::listing::{Selection, TimeRange};
 use crate::metrics::{self, Metrics};
 use crate::object::ObjectStore;
@@ -48,6 +49,8 @@ async fn run_redrive(
     stats: Arc<Stats>,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
+    // Checked under its own name first: the default --dead-letter copies it.
+    dead_letter::s3_location(&args.from.to_string_lossy(), "--from").map_err(anyhow::Error::msg)?;
     // Rejected-again records go back where they came from unless told otherwise.
     args.pipeline
         .dead_letter
@@ -58,7 +61,7 @@ async fn run_redrive(
 }
 
 async fn run_backfill(
-    args: BackfillArgs,
+    mut args: BackfillArgs,
     aws: &aws_config::SdkConfig,
     stats: Arc<Stats>,
     shutdown: Shutdown,
@@ -72,9 +75,13 @@ async fn run_backfill(
             );
         }
     }
-    let pipeline = build_pipeline(&args.pipeline, aws, stats, &shutdown).await?;
-    // Only a replay here writes to the sink.
+    // Only a replay here writes to the sink; otherwise it takes no dedup
+    // ledger either (the embedded one may be a worker's, locked).
     let uses_sink = !args.dry_run && args.via_queue.is_none();
+    if !uses_sink {
+        args.pipeline.hec.dedup_ledger = LedgerSpec::None;
+    }
+    let pipeline = build_pipeline(&args.pipeline, aws, stats, &shutdown).await?;
     if let Some(addr) = args.metrics_addr {
         let queue = args.via_queue.as_ref().map(|url| (aws, url.as_str()));
         serve_metrics(addr, &pipeline, queue, uses_sink).await?;

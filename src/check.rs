@@ -13,6 +13,7 @@ use serde_json::json;
 
 use crate::aws::describe;
 use crate::cli::{PipelineArgs, SinkKind};
+use crate::ledger::LedgerSpec;
 use crate::object::ObjectStore;
 use crate::setup::{self, Naming, TemplateArgs};
 
@@ -48,7 +49,7 @@ fn skip(what: &str, text: &str) {
     println!("skip  {what:<9}{text}");
 }
 
-pub async fn run(args: CheckArgs, aws: &aws_config::SdkConfig) -> anyhow::Result<()> {
+pub async fn run(mut args: CheckArgs, aws: &aws_config::SdkConfig) -> anyhow::Result<()> {
     match &args.queue_url {
         Some(url) => check_queue(aws, url).await?,
         None => skip("queue", "no --queue-url given"),
@@ -66,7 +67,14 @@ pub async fn run(args: CheckArgs, aws: &aws_config::SdkConfig) -> anyhow::Result
     match args.pipeline.sink {
         SinkKind::Elasticsearch => check_cluster(&args, aws).await?,
         SinkKind::SplunkHec => {
-            let sink = crate::sink::splunk::from_args(&args.pipeline.hec)
+            // The embedded ledger belongs to the worker beside it: opening it
+            // would take its lock (or leave a new one behind). A shared Redis
+            // ledger is opened, which checks that it answers.
+            let hec = &mut args.pipeline.hec;
+            if hec.dedup_ledger == LedgerSpec::Embedded {
+                hec.dedup_ledger = LedgerSpec::None;
+            }
+            let sink = crate::sink::splunk::from_args(hec)
                 .await
                 .map_err(|e| fail("sink", &e.to_string(), "fix the --hec-* options"))?;
             crate::sink::Sink::check(&sink).await.map_err(|e| {
@@ -215,21 +223,22 @@ async fn check_cluster(args: &CheckArgs, aws: &aws_config::SdkConfig) -> anyhow:
         args.template.template_name.as_deref(),
     )
     .map_err(|e| fail("cluster", &e, "fix --index / --fallback-index"))?;
-    let es = setup::cluster_client(pipeline, aws)
-        .map_err(|e| fail("cluster", &format!("{e:#}"), "fix --es-url"))?;
-    let cluster = setup::detect(&es).await.map_err(|e| {
+    let es = setup::cluster_client(pipeline, aws).map_err(|e| {
         fail(
             "cluster",
-            &e,
-            "check --es-url, the network path to the cluster and the credentials",
+            &format!("{e:#}"),
+            "fix --es-url, or the TLS and credential options it names",
         )
     })?;
+    let cluster = setup::detect(&es)
+        .await
+        .map_err(|e| fail("cluster", &e, setup::REACH_ADVICE))?;
     ok("cluster", &format!("{} is {cluster}", es.display_url()));
 
     let desired =
         setup::desired_template(cluster.flavour, &naming, &pipeline.timestamp_field, None)
-            .map_err(|e| fail("template", &e, "reinstall drsink"))?;
-    let rerun = "run `drsink setup` with the same --es-url, --index and --fallback-index";
+            .map_err(|e| fail("template", &e, "fix --timestamp-field"))?;
+    let rerun = "run `drsink setup` with the same --es-url, --index, --fallback-index, --template-name and --timestamp-field";
     match setup::installed_template(&es, &naming.name)
         .await
         .map_err(|e| {

@@ -186,12 +186,35 @@ pub fn desired_template(
     let broken = || format!("{file} lacks template.settings.index or template.mappings.properties");
     template["index_patterns"] = json!(naming.patterns);
     template["priority"] = json!(PRIORITY);
-    if timestamp_field != "@timestamp" && !timestamp_field.contains('.') {
-        template
+    if timestamp_field != "@timestamp" {
+        // A dotted name (`event.created`) is an object path to the cluster.
+        let mut properties = template
             .pointer_mut("/template/mappings/properties")
             .and_then(Value::as_object_mut)
-            .ok_or_else(broken)?
-            .insert(timestamp_field.to_owned(), json!({ "type": "date" }));
+            .ok_or_else(broken)?;
+        let not_a_path = |why: &str| format!("--timestamp-field {timestamp_field}: {why}");
+        let mut path = timestamp_field.split('.').peekable();
+        while let Some(name) = path.next() {
+            if name.is_empty() {
+                return Err(not_a_path("a dotted name has an empty part"));
+            }
+            if path.peek().is_none() {
+                properties.insert(name.to_owned(), json!({ "type": "date" }));
+                break;
+            }
+            let object = properties
+                .entry(name)
+                .or_insert_with(|| json!({ "properties": {} }));
+            properties = object
+                .as_object_mut()
+                .filter(|o| o.get("type").is_none_or(|t| t == "object"))
+                .and_then(|o| {
+                    o.entry("properties")
+                        .or_insert_with(|| json!({}))
+                        .as_object_mut()
+                })
+                .ok_or_else(|| not_a_path(&format!("`{name}` is not an object in {file}")))?;
+        }
     }
     if let Some(policy) = lifecycle {
         template
@@ -272,6 +295,11 @@ pub fn covers(installed: &Value, desired: &Value) -> bool {
 
 /// `GET /`: Elasticsearch or OpenSearch, and which version. OpenSearch
 /// Serverless has no `GET /` (and no versions).
+/// What to check when the cluster does not answer `GET /` with its version
+/// (a 401 or 403 is as likely as a wrong URL).
+pub const REACH_ADVICE: &str =
+    "check --es-url, the network path to the cluster and the credentials";
+
 pub async fn detect(es: &Elasticsearch) -> Result<Cluster, String> {
     if es.is_serverless() {
         return Ok(Cluster {
@@ -382,7 +410,7 @@ pub async fn run(args: SetupArgs, aws: &aws_config::SdkConfig) -> anyhow::Result
     let es = cluster_client(&args.pipeline, aws)?;
     let cluster = detect(&es)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot reach the cluster: {e}; check --es-url"))?;
+        .map_err(|e| anyhow::anyhow!("cannot reach the cluster: {e}; {REACH_ADVICE}"))?;
     println!("cluster: {} is {cluster}", es.display_url());
     let mut changes = 0;
 
@@ -452,12 +480,20 @@ pub async fn run(args: SetupArgs, aws: &aws_config::SdkConfig) -> anyhow::Result
 }
 
 /// Whether an answer means "this API does not exist here" rather than
-/// "this policy does not exist".
+/// "this policy does not exist" or "you may not ask" (a 403 of an IAM
+/// policy, a proxy's 502 page), which must not pass for success.
 fn api_missing(status: u16, body: &Value) -> bool {
-    match body.get("error") {
-        Some(Value::String(_)) | None => !(200..300).contains(&status),
-        Some(_) => matches!(status, 400 | 405 | 501) && error_reason(body).contains("no handler"),
+    match status {
+        // A missing policy is a 404 with an error object.
+        404 => body.get("error").is_none_or(|e| !e.is_object()) || no_handler(body),
+        400 | 405 | 501 => no_handler(body),
+        _ => false,
     }
+}
+
+/// Elasticsearch's and OpenSearch's answer to a path they have no API for.
+fn no_handler(body: &Value) -> bool {
+    error_reason(body).contains("no handler found")
 }
 
 async fn install_retention(
@@ -587,6 +623,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_a_missing_api_passes_for_unsupported_retention() {
+        let no_handler =
+            json!({"error": "no handler found for uri [/_ilm/policy/x] and method [GET]"});
+        assert!(api_missing(400, &no_handler));
+        assert!(api_missing(404, &Value::Null));
+        // A policy not there yet is not a missing API.
+        let not_found = json!({"error": {"type": "resource_not_found_exception", "reason": "policy [x] does not exist"}, "status": 404});
+        assert!(!api_missing(404, &not_found));
+        // Refusals and outages must not pass for "not supported".
+        let denied = json!({"Message": "User: arn:aws:iam::1:role/r is not authorized to perform: es:ESHttpGet"});
+        assert!(!api_missing(403, &denied));
+        assert!(!api_missing(401, &Value::Null));
+        assert!(!api_missing(502, &Value::Null));
+        assert!(!api_missing(429, &json!({"error": "too many requests"})));
+        assert!(!api_missing(500, &no_handler));
+    }
+
+    #[test]
     fn patterns_from_index() {
         assert_eq!(
             index_patterns("logs-%Y.%m.%d", "logs-undated").unwrap(),
@@ -646,6 +700,29 @@ mod tests {
             assert!(!template_matches(&installed, &with_policy));
             installed["index_patterns"] = json!(["logs-*"]);
             assert!(!template_matches(&installed, &desired));
+        }
+    }
+
+    #[test]
+    fn a_dotted_timestamp_field_is_mapped_as_an_object_path() {
+        let naming = Naming::new("logs-%Y.%m.%d", "undated", None).unwrap();
+        for flavour in [Flavour::Elasticsearch, Flavour::OpenSearch] {
+            let desired = desired_template(flavour, &naming, "event.created", None).unwrap();
+            assert_eq!(
+                desired.pointer("/template/mappings/properties/event/properties/created"),
+                Some(&json!({"type": "date"}))
+            );
+            // Beside what the template maps under the same object.
+            let desired = desired_template(flavour, &naming, "drsink.seen", None).unwrap();
+            let drsink = desired.pointer("/template/mappings/properties/drsink/properties");
+            assert_eq!(drsink.unwrap()["seen"], json!({"type": "date"}));
+            assert_eq!(drsink.unwrap()["line"]["type"], "long");
+            for bad in ["message.time", "event..created", "event."] {
+                assert!(
+                    desired_template(flavour, &naming, bad, None).is_err(),
+                    "{bad}"
+                );
+            }
         }
     }
 

@@ -203,8 +203,9 @@ def test_an_s3_dead_letter_store_needs_a_prefix(aws, pipeline, search, worker_ar
         assert rc != 0
         assert f"--dead-letter `{store}` names no prefix" in err, err
         rc, _, err, _ = run_drsink("redrive", "--from", store, "--es-url", search.url, "--s3-force-path-style")
-        # (A redrive keeps what it cannot send in the store it reads: either flag may say so.)
-        assert rc != 0 and f"`{store}` names no prefix" in err, err
+        # The flag given is the one named (the store it reads is also where it keeps
+        # what it cannot send, the default --dead-letter).
+        assert rc != 0 and f"--from `{store}` names no prefix" in err, err
     assert search.count_by_log_id() == {}
     assert aws.s3.get_object(Bucket=bucket, Key="app/kept.ndjson")["Body"].read() == b'{"log_id": "p-1"}\n'
     # `dl` alone would also take in `dlogs/…`: refused, with the folder to give instead.
@@ -212,6 +213,9 @@ def test_an_s3_dead_letter_store_needs_a_prefix(aws, pipeline, search, worker_ar
     args[args.index("--dead-letter") + 1] = f"s3://{bucket}/dl"
     rc, _, err, _ = run_drsink(*args)
     assert rc != 0 and f"must end with `/` (s3://{bucket}/dl/)" in err, err
+    rc, _, err, _ = run_drsink("redrive", "--from", f"s3://{bucket}/dl", "--es-url", search.url,
+                               "--s3-force-path-style")
+    assert rc != 0 and f"--from `s3://{bucket}/dl` must end with `/`" in err, err
     aws.put(bucket, "dlogs/x.ndjson", b'{"log_id": "p-2"}\n')
     args[args.index("--dead-letter") + 1] = f"s3://{bucket}/dl/"
     summary = ok(run_drsink(*args))

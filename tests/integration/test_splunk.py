@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from harness import dead_letters, gz, ndjson, ok
+from harness import dead_letters, gz, ndjson, ok, unique
 from hec_receiver import HecReceiver
 
 TOKEN = "5f3c8e1a-7b2d-4c9e-a1f0-8d6b4e2c9a71"
@@ -247,6 +247,32 @@ def test_malformed_event_is_dead_lettered_and_the_rest_sent_once(aws, pipeline, 
     assert json.loads(letters[0]["record"])["log_id"] == "m-5"
     assert letters[0]["line"] == 6
     assert aws.queue_depth(pipeline.queue_url) == 0
+
+
+def test_check_and_a_fan_out_leave_a_running_workers_ledger_alone(aws, pipeline, hec, hec_args, start_drsink,
+                                                                   run_drsink, tmp_path):
+    """`drsink check` and `backfill --via-queue` beside a running worker (same directory,
+    same --dedup-ledger-path) neither take its embedded ledger's lock nor fail on it."""
+    worker = start_drsink(*hec_args(pipeline.queue_url, hec, exit_when_idle=False), env=ENV)
+    deadline = time.monotonic() + 30
+    while not hec.cookies:  # the worker's start check: it holds the ledger by now
+        assert worker.running() and time.monotonic() < deadline
+        time.sleep(0.05)
+    ledger = ["--dedup-ledger-path", str(tmp_path / "ledger")]
+    rc, out, err, _ = run_drsink("check", "--queue-url", pipeline.queue_url, "--sink", "splunk-hec",
+                                 "--hec-url", hec.url, *ledger, env=ENV)
+    assert rc == 0 and "ok    sink" in out, out + err
+    archive = unique("fan-out", 50)
+    aws.s3.create_bucket(Bucket=archive)
+    aws.put(archive, "old/a.ndjson", ndjson(records(["fan-out-0"])))
+    summary = ok(run_drsink("backfill", "--bucket", archive, "--via-queue", pipeline.queue_url, "--sink",
+                            "splunk-hec", "--hec-url", hec.url, "--s3-force-path-style", *ledger, env=ENV))
+    assert summary["enqueued"] == 1
+    deadline = time.monotonic() + 30
+    while hec.counts() != {"fan-out-0": 1}:  # the worker takes the fanned-out object up
+        assert time.monotonic() < deadline, hec.counts()
+        time.sleep(0.1)
+    assert worker.running()
 
 
 def visible(aws, queue_url: str) -> int:
