@@ -96,7 +96,7 @@ impl Delivery {
             if !pending.is_empty() {
                 attempt = attempt.saturating_add(1);
                 tokio::select! {
-                    () = tokio::time::sleep(self.backoff(attempt)) => {}
+                    () = tokio::time::sleep(backoff(attempt, self.max_retry_interval)) => {}
                     () = self.abort.cancelled() => return Err(Undelivered::Interrupted),
                 }
             }
@@ -170,14 +170,35 @@ impl Delivery {
         Stats::add(&self.stats.dead_lettered, letters.len() as u64);
         Ok(())
     }
+}
 
-    /// Exponential backoff with full jitter, capped (but never a tight loop,
-    /// even with `--max-retry-interval 0`).
-    fn backoff(&self, attempt: u32) -> Duration {
-        let ceiling = FIRST_RETRY_INTERVAL
-            .saturating_mul(1u32 << attempt.min(20))
-            .min(self.max_retry_interval)
-            .max(MIN_RETRY_INTERVAL);
-        ceiling.mul_f64(rand::thread_rng().gen_range(0.0..=1.0))
+/// Exponential backoff with full jitter, capped at `max` (but never a tight
+/// loop, even with `--max-retry-interval 0`).
+fn backoff(attempt: u32, max: Duration) -> Duration {
+    let ceiling = FIRST_RETRY_INTERVAL
+        .saturating_mul(1u32 << attempt.min(20))
+        .min(max);
+    ceiling
+        .mul_f64(rand::thread_rng().gen_range(0.0..=1.0))
+        .max(MIN_RETRY_INTERVAL)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_within_its_cap_and_never_spins() {
+        for attempt in [1, 5, 40] {
+            for _ in 0..2000 {
+                assert!(backoff(attempt, Duration::ZERO) >= MIN_RETRY_INTERVAL);
+                let wait = backoff(attempt, Duration::from_secs(2));
+                assert!((MIN_RETRY_INTERVAL..=Duration::from_secs(2)).contains(&wait));
+            }
+        }
+        let waits: Vec<Duration> = (0..2000)
+            .map(|_| backoff(1, Duration::from_secs(60)))
+            .collect();
+        assert!(waits.iter().all(|w| *w <= FIRST_RETRY_INTERVAL * 2));
     }
 }

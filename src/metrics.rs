@@ -49,10 +49,15 @@ impl RetryReason<'_> {
     fn label(self) -> &'static str {
         match self {
             RetryReason::Item(kind) => {
-                if kind.contains("rejected_execution") || kind.contains("too_many_requests") {
-                    "throttled"
-                } else if kind.contains("circuit_breaking") {
+                if kind.contains("circuit_breaking") {
                     "circuit_breaker"
+                } else if kind.starts_with("HTTP 429")
+                    || kind.contains("rejected_execution")
+                    || kind.contains("too_many_requests")
+                {
+                    "throttled"
+                } else if kind.starts_with("HTTP 5") {
+                    "server_error"
                 } else {
                     "item_error"
                 }
@@ -498,6 +503,20 @@ fn text(status: StatusCode, body: String, content_type: &'static str) -> Respons
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn item_retries_are_labelled_by_their_status_first() {
+        for (kind, label) in [
+            ("HTTP 429: es_rejected_execution_exception", "throttled"),
+            ("HTTP 429: cluster_block_exception", "throttled"),
+            ("HTTP 429: circuit_breaking_exception", "circuit_breaker"),
+            ("HTTP 503: unavailable_shards_exception", "server_error"),
+            ("HTTP 500: server error", "server_error"),
+            ("index_not_found_exception", "item_error"),
+        ] {
+            assert_eq!(RetryReason::Item(kind).label(), label, "{kind}");
+        }
+    }
 
     #[test]
     fn counters_come_from_stats_and_retries_by_reason() {

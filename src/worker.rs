@@ -107,12 +107,15 @@ impl Worker {
         let mut receive_failures = 0u32;
         loop {
             while tasks.try_join_next().is_some() {}
+            // The stop first: a receive started after it would raise the
+            // receive count of messages it can only hand back.
             let first = tokio::select! {
+                biased;
+                () = self.shutdown.stop.cancelled() => break,
                 permit = Arc::clone(&slots).acquire_owned() => match permit {
                     Ok(permit) => permit,
                     Err(_) => break,
                 },
-                () = self.shutdown.stop.cancelled() => break,
             };
             let mut permits = vec![first];
             while permits.len() < MAX_RECEIVE {

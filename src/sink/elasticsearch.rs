@@ -263,7 +263,13 @@ fn classify(action: EsAction, item: &ItemResult) -> ItemOutcome {
                 .unwrap_or("forbidden or missing index")
                 .to_owned(),
         ),
-        429 | 500..=599 => ItemOutcome::Retry(error_type.unwrap_or("server error").to_owned()),
+        // The status leads, so the retry is counted as throttled or as a
+        // server error whatever the type says.
+        429 | 500..=599 => ItemOutcome::Retry(format!(
+            "HTTP {}: {}",
+            item.status,
+            error_type.unwrap_or("server error")
+        )),
         _ if error_type.is_some_and(|t| TRANSIENT_TYPES.contains(&t)) => {
             ItemOutcome::Retry(error_type.unwrap_or_default().to_owned())
         }
@@ -469,11 +475,11 @@ mod tests {
                     Some(json!({"type": "es_rejected_execution_exception"}))
                 )
             ),
-            Retry("es_rejected_execution_exception".into())
+            Retry("HTTP 429: es_rejected_execution_exception".into())
         );
         assert_eq!(
             classify(c, &item(503, None, None)),
-            Retry("server error".into())
+            Retry("HTTP 503: server error".into())
         );
         let mapping =
             json!({"type": "mapper_parsing_exception", "reason": "failed to parse field"});
@@ -514,7 +520,10 @@ mod tests {
         }
         let retried = Retry("cluster_block_exception".into());
         let full_disk = "index [l] blocked by: [TOO_MANY_REQUESTS/12/disk usage exceeded flood-stage watermark, index has read-only-allow-delete block];";
-        assert_eq!(block(429, full_disk).0, retried);
+        assert_eq!(
+            block(429, full_disk).0,
+            Retry("HTTP 429: cluster_block_exception".into())
+        );
         assert_eq!(
             block(403, "blocked by: [FORBIDDEN/6/cluster read-only (api)];").0,
             retried
