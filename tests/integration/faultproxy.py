@@ -85,6 +85,9 @@ class FaultProxy:
         # In front of moto: answer this many visibility extensions with SQS's
         # MessageNotInflight (what a stale receipt handle gets).
         self.sqs_not_inflight = 0
+        # In front of moto: refuse every S3 GetObject (path-style) with AccessDenied,
+        # as a bucket policy without s3:GetObject (or kms:Decrypt) does; HEAD passes.
+        self.s3_deny_get = False
         self.stats: dict[str, int] = dict.fromkeys(
             ["requests", "bulk_requests", "failed_requests", "forwarded_items", "rejected_items", "cut",
              "largest_bulk_body", "redirected", "not_inflight"], 0)
@@ -96,7 +99,8 @@ class FaultProxy:
 
     def configure(self, **settings: Any) -> "FaultProxy":
         """Change faults at runtime: request_fail_share, request_fail_statuses,
-        request_fail_error, item_reject_share, delay, down, redirect_bulk, sqs_not_inflight."""
+        request_fail_error, item_reject_share, delay, down, redirect_bulk, sqs_not_inflight,
+        s3_deny_get."""
         with self._lock:
             for name, value in settings.items():
                 if not hasattr(self, name) or name.startswith("_") or name in ("upstream", "stats"):
@@ -235,6 +239,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self.cut()
         headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
         path = self.path.split("?", 1)[0]
+        if proxy.s3_deny_get and self.command == "GET" and path.strip("/").count("/") >= 1:
+            return self.answer(403, {"Content-Type": "application/xml"},
+                               b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>")
         if self.headers.get("X-Amz-Target") == "AmazonSQS.ChangeMessageVisibility" and self.not_inflight(body):
             return self.answer(400, {"Content-Type": "application/x-amz-json-1.0",
                                      "x-amzn-query-error": "AWS.SimpleQueueService.MessageNotInflight;Sender"},

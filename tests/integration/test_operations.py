@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from faultproxy import FaultProxy
 from harness import gz, ndjson
 from hec_receiver import HecReceiver
 
@@ -147,6 +148,20 @@ def test_check_passes_then_fails_with_what_to_fix(aws, pipeline, search, run_drs
                                  "--s3-force-path-style", *index_args(search))
     assert rc != 0
     assert "FAIL  bucket" in out and "NoSuchBucket" in out, out
+
+
+
+def test_check_reads_an_object_rather_than_heading_it(aws, pipeline, search, moto_url, run_drsink):
+    """A role that may list and HEAD but not GET (no s3:GetObject, or no kms:Decrypt for
+    SSE-KMS) fails the bucket check: every worker read would fail."""
+    aws.put(pipeline.buckets[0], "app/x.log", b"hello\n")
+    with FaultProxy(moto_url) as s3:
+        s3.configure(s3_deny_get=True)
+        rc, out, err, _ = run_drsink("check", "--bucket", f"{pipeline.buckets[0]}/app/", "--s3-force-path-style",
+                                     *index_args(search), env={"AWS_ENDPOINT_URL": s3.url})
+    assert rc != 0, out + err
+    assert "FAIL  bucket" in out and f"cannot read s3://{pipeline.buckets[0]}/app/x.log" in out, out
+    assert "s3:GetObject" in out, out
 
 
 def test_check_uses_the_hec_sinks_check(run_drsink, tmp_path):
