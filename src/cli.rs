@@ -409,4 +409,18 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn sigv4_options_need_sigv4() {
+        // Without it the requests would go out unsigned.
+        for without in [
+            &["--es-aws-service", "aoss"][..],
+            &["--es-aws-region", "eu-west-1"],
+        ] {
+            let err = worker(without).unwrap_err().to_string();
+            assert!(err.contains("--es-aws-sigv4"), "{without:?}: {err}");
+        }
+        let args = worker(&["--es-aws-sigv4", "--es-aws-service", "aoss"]).unwrap();
+        assert!(args.es_auth.es_aws_sigv4);
+    }
 }

@@ -78,11 +78,11 @@ pub struct EsAuthArgs {
     pub es_aws_sigv4: bool,
 
     /// Service name SigV4 signs for: `es` (OpenSearch Service) or `aoss` (Serverless).
-    #[arg(long, env = "DRSINK_ES_AWS_SERVICE", value_enum, default_value_t = AwsService::Es)]
+    #[arg(long, env = "DRSINK_ES_AWS_SERVICE", value_enum, default_value_t = AwsService::Es, requires = "es_aws_sigv4")]
     pub es_aws_service: AwsService,
 
     /// Region SigV4 signs for [default: the AWS region].
-    #[arg(long, env = "DRSINK_ES_AWS_REGION")]
+    #[arg(long, env = "DRSINK_ES_AWS_REGION", requires = "es_aws_sigv4")]
     pub es_aws_region: Option<String>,
 }
 
