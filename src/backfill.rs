@@ -36,6 +36,9 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
 }
 
+/// What becomes of the object of a replay task that panicked.
+const REPLAY_LEFT: &str = "its object is not checkpointed, so a rerun retries it";
+
 /// SQS takes at most this many messages per SendMessageBatch.
 const SQS_BATCH: usize = 10;
 
@@ -116,7 +119,7 @@ pub async fn run(
             () = shutdown.stop.cancelled() => break,
         };
         while let Some(joined) = tasks.try_join_next() {
-            count_panic(joined, &stats);
+            stats.count_panic(joined, REPLAY_LEFT);
         }
         let (pipeline, checkpoint, stats, shutdown, fatal, interrupted) = (
             Arc::clone(&pipeline),
@@ -160,7 +163,7 @@ pub async fn run(
         }
     }
     while let Some(joined) = tasks.join_next().await {
-        count_panic(joined, &stats);
+        stats.count_panic(joined, REPLAY_LEFT);
     }
     // A listing that ended (with an error, say) is heard out, even after a
     // stop; one still running is not waited for.
@@ -186,14 +189,6 @@ pub async fn run(
         );
     }
     Ok(())
-}
-
-/// A replay task that panicked left its object unaccounted for: a failure.
-fn count_panic(joined: Result<(), tokio::task::JoinError>, stats: &Stats) {
-    if let Err(e) = joined {
-        tracing::error!("an object's replay task failed: {e}; a rerun retries it");
-        Stats::add(&stats.failed, 1);
-    }
 }
 
 /// Replays one object; a failure is counted, logged with its bucket/key and

@@ -70,4 +70,13 @@ impl Stats {
             counter.fetch_add(n, Ordering::Relaxed);
         }
     }
+
+    /// Counts a task that panicked (a bug) as failed: what it held is not
+    /// accounted for. `left` says what becomes of that.
+    pub fn count_panic(&self, joined: Result<(), tokio::task::JoinError>, left: &str) {
+        if let Err(e) = joined {
+            tracing::error!("a task failed: {e}; {left}");
+            Stats::add(&self.failed, 1);
+        }
+    }
 }

@@ -27,6 +27,9 @@ use crate::pipeline::{ObjectError, Pipeline};
 use crate::shutdown::Shutdown;
 use crate::stats::Stats;
 
+/// What becomes of the message of a task that panicked.
+const MESSAGE_LEFT: &str = "its message stays queued and comes back after its visibility timeout";
+
 /// SQS returns at most this many messages per receive.
 const MAX_RECEIVE: usize = 10;
 
@@ -163,7 +166,7 @@ impl Worker {
                 }
             };
             if messages.is_empty() {
-                while tasks.try_join_next().is_some() {}
+                self.reap(&mut tasks);
                 if self.settings.exit_when_idle && tasks.is_empty() {
                     tracing::info!("queue is empty and all work is flushed; exiting");
                     break;
@@ -188,7 +191,16 @@ impl Worker {
             return;
         }
         tracing::info!(in_flight = tasks.len(), "finishing in-flight messages");
-        while tasks.join_next().await.is_some() {}
+        while let Some(joined) = tasks.join_next().await {
+            self.stats().count_panic(joined, MESSAGE_LEFT);
+        }
+    }
+
+    /// Collects the message tasks that ended.
+    fn reap(&self, tasks: &mut JoinSet<()>) {
+        while let Some(joined) = tasks.try_join_next() {
+            self.stats().count_panic(joined, MESSAGE_LEFT);
+        }
     }
 
     async fn receive(&self, max: usize) -> Result<Vec<Message>, String> {
@@ -361,6 +373,7 @@ impl Worker {
             // The message comes back; its records merge by log_id.
             Err(e) => {
                 tracing::warn!(message_id = %id, "deleting message {id} failed: {}; it will be processed again", describe(&e));
+                Stats::add(&self.stats().failed, 1);
             }
         }
     }
