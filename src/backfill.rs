@@ -72,7 +72,7 @@ pub async fn run(
         _ => None,
     };
     let listed = Arc::new(progress::Listed::default());
-    let _progress = progress::start(Arc::clone(&listed), Arc::clone(&stats));
+    let progress = progress::start(Arc::clone(&listed), Arc::clone(&stats));
 
     let (tx, mut rx) = mpsc::channel::<Listed>(1024);
     let selection = settings.selection.clone();
@@ -96,6 +96,7 @@ pub async fn run(
         if settings.dry_run {
             Stats::add(&stats.objects, 1);
             Stats::add(&stats.bytes, object.size);
+            listed.done(object.size);
             continue;
         }
         if checkpoint
@@ -103,6 +104,7 @@ pub async fn run(
             .is_some_and(|c| c.is_done(&object.object.bucket, &object.object.key))
         {
             Stats::add(&stats.skipped, 1);
+            listed.done(object.size);
             continue;
         }
         if let Some(queue) = &settings.via_queue {
@@ -110,7 +112,7 @@ pub async fn run(
             if queue_batch.len() == SQS_BATCH {
                 let batch = std::mem::take(&mut queue_batch);
                 enqueue(&sqs, queue, &batch, settings.region.as_deref(), &stats).await?;
-                record_enqueued(checkpoint.as_deref(), &batch);
+                sent(checkpoint.as_deref(), &listed, &batch);
             }
             continue;
         }
@@ -121,13 +123,14 @@ pub async fn run(
         while let Some(joined) = tasks.try_join_next() {
             stats.count_panic(joined, REPLAY_LEFT);
         }
-        let (pipeline, checkpoint, stats, shutdown, fatal, interrupted) = (
+        let (pipeline, checkpoint, stats, shutdown, fatal, interrupted, listed) = (
             Arc::clone(&pipeline),
             checkpoint.clone(),
             Arc::clone(&stats),
             shutdown.clone(),
             Arc::clone(&fatal),
             Arc::clone(&interrupted),
+            Arc::clone(&listed),
         );
         tasks.spawn(async move {
             let _slot = slot;
@@ -142,6 +145,8 @@ pub async fn run(
             .await;
             if cut_short {
                 interrupted.store(true, Ordering::Relaxed);
+            } else {
+                listed.done(object.size);
             }
         });
     }
@@ -159,12 +164,13 @@ pub async fn run(
                 &stats,
             )
             .await?;
-            record_enqueued(checkpoint.as_deref(), &queue_batch);
+            sent(checkpoint.as_deref(), &listed, &queue_batch);
         }
     }
     while let Some(joined) = tasks.join_next().await {
         stats.count_panic(joined, REPLAY_LEFT);
     }
+    progress.finish();
     // A listing that ended (with an error, say) is heard out, even after a
     // stop; one still running is not waited for.
     if !shutdown.stop.is_cancelled() || listing.is_finished() {
@@ -238,8 +244,12 @@ async fn replay(
     false
 }
 
-/// With `--via-queue` the checkpoint holds the objects handed to the fleet.
-fn record_enqueued(checkpoint: Option<&Checkpoint>, objects: &[Listed]) {
+/// Objects handed to the fleet (`--via-queue`) are done here; the
+/// checkpoint holds them.
+fn sent(checkpoint: Option<&Checkpoint>, progress: &progress::Listed, objects: &[Listed]) {
+    for object in objects {
+        progress.done(object.size);
+    }
     let Some(checkpoint) = checkpoint else { return };
     let names = objects
         .iter()

@@ -111,9 +111,14 @@ def test_killed_backfill_resumes_from_its_checkpoint(aws, search, start_drsink, 
     done = {json.loads(line)["key"] for line in checkpoint.read_text().splitlines() if line.strip()}
     assert 3 <= len(done) < 12, done
 
-    rerun = ok(run_drsink(*backfill_args(search, bucket, "--checkpoint", str(checkpoint))))
+    result = run_drsink(*backfill_args(search, bucket, "--checkpoint", str(checkpoint)))
+    rerun = ok(result)
     assert rerun["skipped"] == len(done)
     assert rerun["objects"] == 12 - len(done)
+    # The log ends with the progress at 100 %, skipped objects included.
+    progress = json.loads(result.stderr.strip().splitlines()[-1])["progress"]
+    assert (progress["objects_done"], progress["objects_listed"], progress["listing_complete"]) == (12, 12, True)
+    assert progress["bytes_done"] == progress["bytes_listed"] > 0
     assert rerun["records"] == 5 * (12 - len(done))
     assert search.count_by_log_id() == {i: 1 for i in set(ids)}
     finished = {json.loads(line)["key"] for line in checkpoint.read_text().splitlines() if line.strip()}
