@@ -225,8 +225,9 @@ async fn replay(
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .get_or_insert(reason);
+            // As the worker does: what is under way finishes (or fails
+            // alike) within the shutdown timeout.
             shutdown.stop.cancel();
-            shutdown.abort.cancel();
         }
         Err(e) => {
             let reason = format!("backfill could not replay {object}: {e}; a rerun retries it");

@@ -352,12 +352,14 @@ impl Worker {
         }
     }
 
-    /// Records the first fatal error and stops everything.
+    /// Records the first fatal error and stops taking work.
+    /// The rest under way is not cut off: a request the sink already took
+    /// (a HEC ack awaited) would otherwise be sent again by the next worker.
+    /// It finishes, or fails the same way, within the shutdown timeout.
     fn fail(&self, reason: String) {
         let mut fatal = self.fatal.lock().unwrap_or_else(|p| p.into_inner());
         fatal.get_or_insert(reason);
         self.shutdown.stop.cancel();
-        self.shutdown.abort.cancel();
     }
 
     async fn delete(&self, id: &str, receipt: &str) {

@@ -287,6 +287,7 @@ impl SplunkHec {
         };
         match failure {
             Failure::TooLarge => SendError::Refused(format!("too large for {hec} (HTTP {status})")),
+            Failure::Unnamed => SendError::Refused(format!("HTTP {status} from {hec} ({said})")),
             Failure::Transient => SendError::Transient(format!("HTTP {status} from {hec} ({said})")),
             Failure::Token => SendError::Fatal(format!(
                 "Splunk HEC at {hec} refused the token (HTTP {status}, {said}): check --hec-token, \
@@ -357,13 +358,21 @@ impl SplunkHec {
                                 &text,
                             ));
                         }
+                        // The events were taken; any other 400 (a channel
+                        // a restarted node does not know) leaves the ack
+                        // unknown: polled again until the ack timeout, then
+                        // the events are sent again.
                         400 => {
                             let reply: Option<Reply> = serde_json::from_slice(&text).ok();
-                            let failure = match reply.as_ref().and_then(|r| r.code) {
-                                Some(14) => Failure::AckDisabled,
-                                _ => Failure::Other,
-                            };
-                            return Err(self.failure(failure, status, reply.as_ref(), &text));
+                            if reply.as_ref().and_then(|r| r.code) == Some(14) {
+                                return Err(self.failure(
+                                    Failure::AckDisabled,
+                                    status,
+                                    reply.as_ref(),
+                                    &text,
+                                ));
+                            }
+                            tracing::debug!(status, "ack poll refused; polling again");
                         }
                         _ => tracing::debug!(status, "ack poll failed; polling again"),
                     }
@@ -520,6 +529,9 @@ enum Failure {
     AckDisabled,
     /// A 2xx or 3xx that is no HEC reply (`code` 0): something else answered.
     NotHec,
+    /// A 400 naming no event (invalid data, or a proxy's own 400): some
+    /// event of the batch is at fault; splitting finds it.
+    Unnamed,
     Other,
 }
 
@@ -571,7 +583,7 @@ fn interpret(status: u16, reply: Option<&Reply>, count: usize) -> Answer {
             },
             // A number past the request's events: not a reading we can trust.
             (_, Some(_)) => Answer::Failed(Failure::Transient),
-            (_, None) => Answer::Failed(Failure::Other),
+            (_, None) => Answer::Failed(Failure::Unnamed),
         },
         _ => Answer::Failed(Failure::Other),
     }
@@ -955,6 +967,13 @@ mod tests {
             interpret(400, Some(&reply(6, Some(5))), 3),
             Answer::Failed(Failure::Transient)
         );
+        // A 400 that names no event is the batch's, not the configuration's:
+        // split to find the event at fault, never stop the fleet.
+        assert_eq!(
+            interpret(400, Some(&reply(6, None)), 3),
+            Answer::Failed(Failure::Unnamed)
+        );
+        assert_eq!(interpret(400, None, 3), Answer::Failed(Failure::Unnamed));
         let Answer::Partial { accepted, error } = interpret(400, Some(&reply(6, Some(1))), 3)
         else {
             panic!("not partial");

@@ -26,7 +26,8 @@ Collector" status codes):
 
 Faults, set by the test at run time: `busy_next` (answer that many event requests
 503 code 9 "Server is busy", keeping nothing), `invalid_log_ids` (events whose
-`fields.log_id` is listed are answered as malformed, code 6), `allowed_indexes`
+`fields.log_id` is listed are answered as malformed, code 6), `unnamed_invalid_log_ids`
+(the same without an `invalid-event-number`, the whole request refused), `allowed_indexes`
 (when set, an event naming another index ends the request with 400 code 7
 "Incorrect index" and its `invalid-event-number`, as Splunk answers a token that
 may not write there), `unhealthy` (the health endpoint answers 503 code 18 "HEC is
@@ -63,6 +64,7 @@ class HecReceiver:
         self.max_content_length = max_content_length
         self.busy_next = 0
         self.invalid_log_ids: set[str] = set()
+        self.unnamed_invalid_log_ids: set[str] = set()
         self.allowed_indexes: set[str] | None = None
         self.unhealthy = False
         self.foreign: str | None = None
@@ -161,6 +163,8 @@ class HecReceiver:
                 return fail(15, "Error in handling indexed fields")
             if fields.get("log_id") in self.invalid_log_ids:
                 return fail(6, "Invalid data format")
+            if fields.get("log_id") in self.unnamed_invalid_log_ids:
+                return 400, {"text": "Invalid data format", "code": 6}  # no event named, nothing kept
             if self.allowed_indexes is not None and event.get("index") not in self.allowed_indexes:
                 return fail(7, "Incorrect index")
             kept.append(event)

@@ -275,6 +275,23 @@ def test_check_and_a_fan_out_leave_a_running_workers_ledger_alone(aws, pipeline,
     assert worker.running()
 
 
+def test_a_refusal_naming_no_event_is_narrowed_down_to_its_event(aws, pipeline, hec, hec_args, run_drsink,
+                                                                  dead_letter_dir):
+    """A 400 without `invalid-event-number` (the whole request refused) is the batch's
+    fault, not the configuration's: the batch is split until the one event is found and
+    dead-lettered; the rest arrive once and the worker carries on."""
+    ids = [f"u-{i}" for i in range(12)]
+    aws.put(pipeline.buckets[0], "unnamed.ndjson", ndjson(records(ids)))
+    hec.unnamed_invalid_log_ids = {"u-5"}
+    summary = ok(run_drsink(*hec_args(pipeline.queue_url, hec), env=ENV))
+    assert hec.counts() == {i: 1 for i in ids if i != "u-5"}
+    assert summary["indexed"] == 11 and summary["dead_lettered"] == 1 and summary["failed"] == 0
+    letters = dead_letters(dead_letter_dir)
+    assert len(letters) == 1 and "Invalid data format" in letters[0]["reason"], letters
+    assert json.loads(letters[0]["record"])["log_id"] == "u-5"
+    assert aws.queue_depth(pipeline.queue_url) == 0
+
+
 def visible(aws, queue_url: str) -> int:
     attributes = aws.sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages"])
     return int(attributes["Attributes"]["ApproximateNumberOfMessages"])
