@@ -651,10 +651,15 @@ impl Sink for SplunkHec {
                     }
                 }
             }
-            let verdicts = ledger
-                .claim(&guard.ids)
-                .await
-                .map_err(SendError::Transient)?;
+            let verdicts = match ledger.claim(&guard.ids).await {
+                Ok(verdicts) => verdicts,
+                Err(e) => {
+                    // Claimed in part (chunk by chunk): the other workers
+                    // must not wait out the TTL on the ids claimed.
+                    ledger.release(&guard.ids).await;
+                    return Err(SendError::Transient(e));
+                }
+            };
             for (&i, verdict) in mine.iter().zip(verdicts) {
                 match verdict {
                     Verdict::New => to_send.push(i),
@@ -810,6 +815,39 @@ mod tests {
             "chan".into(),
         )
         .unwrap()
+    }
+
+    /// A ledger whose claims fail (Redis gone mid-claim), recording releases.
+    #[derive(Default)]
+    struct FailingLedger {
+        released: std::sync::Mutex<Vec<String>>,
+    }
+
+    #[async_trait]
+    impl Ledger for FailingLedger {
+        async fn claim(&self, _ids: &[String]) -> Result<Vec<Verdict>, String> {
+            Err("connection reset".to_owned())
+        }
+        async fn record(&self, _ids: &[String]) -> Result<(), String> {
+            Ok(())
+        }
+        async fn release(&self, ids: &[String]) {
+            self.released.lock().unwrap().extend_from_slice(ids);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_claim_gives_up_what_it_may_have_claimed() {
+        let ledger = Arc::new(FailingLedger::default());
+        let mut hec = sink(None, None);
+        hec.ledger = Some(Arc::clone(&ledger) as Arc<dyn Ledger>);
+        let body = Bytes::from_static(
+            b"{\"fields\":{\"log_id\":\"a\"},\"event\":{}}\n{\"fields\":{\"log_id\":\"b\"},\"event\":{}}\n",
+        );
+        let sent = hec.send(body, 2).await;
+        assert!(matches!(sent, Err(SendError::Transient(_))), "{sent:?}");
+        assert_eq!(*ledger.released.lock().unwrap(), ["a", "b"]);
+        assert!(hec.in_flight.lock().unwrap().is_empty());
     }
 
     #[tokio::test]
