@@ -302,8 +302,12 @@ impl RecordParser {
             None => {
                 let fields: Vec<Option<&[u8]>> =
                     (0..self.id_fields).map(|i| field(ID_FIELDS + i)).collect();
+                // drsink writes a generated id beside its origin, so a record
+                // with an origin but no `log_id` at all is not one it wrote.
                 let first_reading = match field(ORIGIN) {
-                    Some(origin) if fields.is_empty() => without_origin(text, origin),
+                    Some(origin) if fields.is_empty() && field(LOG_ID).is_some() => {
+                        without_origin(text, origin)
+                    }
                     _ => None,
                 };
                 (
@@ -335,9 +339,7 @@ impl RecordParser {
     fn given_id<'a>(&self, raw: &'a [u8]) -> Option<Cow<'a, str>> {
         match decode_string(raw) {
             Some(id) if id.is_empty() => None,
-            Some(id) if id.len() > MAX_ID_BYTES => Some(Cow::Owned(
-                self.fingerprint.id(&[b"log_id\0", id.as_bytes()]),
-            )),
+            Some(id) if id.len() > MAX_ID_BYTES => Some(Cow::Owned(self.long_id(&id))),
             Some(id) => Some(id),
             None if raw
                 .first()
@@ -346,6 +348,22 @@ impl RecordParser {
                 std::str::from_utf8(raw).ok().map(Cow::Borrowed)
             }
             None => None,
+        }
+    }
+
+    /// An id too long for an `_id`, as a fingerprint of it.
+    fn long_id(&self, id: &str) -> String {
+        self.fingerprint.id(&[b"log_id\0", id.as_bytes()])
+    }
+
+    /// A container's id of an entry (CloudWatch Logs event `id`, CloudTrail
+    /// `eventID`, EventBridge `id`), held to the rules of a `log_id`: none
+    /// or an empty one gives the entry's fingerprint, a long one its own.
+    fn entry_id(&self, id: Option<&str>, entry: &[u8]) -> String {
+        match id {
+            None | Some("") => self.fingerprint(entry, &[]),
+            Some(id) if id.len() > MAX_ID_BYTES => self.long_id(id),
+            Some(id) => id.to_owned(),
         }
     }
 
@@ -435,8 +453,9 @@ impl RecordParser {
                     .map_err(|e| bad(format!("a CloudWatch Logs event is unreadable: {e}")))?;
                 let time = DateTime::from_timestamp_millis(event.timestamp)
                     .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true));
+                let log_id = self.entry_id(Some(&event.id), raw.get().as_bytes());
                 let mut doc = serde_json::Map::new();
-                doc.insert("log_id".into(), event.id.as_ref().into());
+                doc.insert("log_id".into(), log_id.as_str().into());
                 if let Some(time) = time {
                     doc.insert(self.timestamp_field.clone(), time.into());
                 }
@@ -455,7 +474,7 @@ impl RecordParser {
                 doc.insert("owner".into(), payload.owner.as_ref().into());
                 let json = serde_json::to_vec(&doc).map_err(|e| bad(e.to_string()))?;
                 Ok(Record {
-                    log_id: Cow::Owned(event.id.clone().into_owned()),
+                    log_id: Cow::Owned(log_id),
                     id_generated: false,
                     timestamp_ms: Some(event.timestamp),
                     json: Cow::Owned(json),
@@ -540,13 +559,10 @@ impl RecordParser {
         )
         .map_err(RecordError::NotObject)?;
         let [id, time, own_timestamp] = found;
-        let id = id.and_then(decode_string).filter(|id| !id.is_empty());
+        let id = id.and_then(decode_string);
         let time_text = time.and_then(decode_string);
         let mut json = b"{".to_vec();
-        let log_id = match &id {
-            Some(id) => id.clone().into_owned(),
-            None => self.fingerprint(text, &[]),
-        };
+        let log_id = self.entry_id(id.as_deref(), text);
         json.extend_from_slice(b"\"log_id\":");
         serde_json::to_writer(&mut json, &log_id)
             .map_err(|e| RecordError::BadContainer(e.to_string()))?;
@@ -731,6 +747,25 @@ mod tests {
     }
 
     #[test]
+    fn only_a_record_drsink_wrote_is_fingerprinted_without_its_origin() {
+        let p = parser();
+        let plain = one(p.parse(br#"{"a":1}"#, at(1)).unwrap());
+        // A producer's own leading `drsink` field is part of its record.
+        let own = one(p.parse(br#"{"drsink":{"x":1},"a":1}"#, at(1)).unwrap());
+        assert_ne!(own.log_id, plain.log_id);
+        // A redriven record whose `log_id` was unusable (empty) keeps the
+        // fingerprint of its first reading.
+        let empty = one(p.parse(br#"{"log_id":"","a":1}"#, at(1)).unwrap());
+        let redriven = one(p
+            .parse(
+                br#"{"drsink":{"source":"s3://b/k","line":1},"log_id":"","a":1}"#,
+                at(1),
+            )
+            .unwrap());
+        assert_eq!(redriven.log_id, empty.log_id);
+    }
+
+    #[test]
     fn id_fields_limit_the_fingerprint() {
         let p = parser_with(&["host".into(), "seq".into()], None);
         let a = one(p
@@ -884,6 +919,27 @@ mod tests {
         assert_eq!(doc["owner"], "1234");
         let control = br#"{"messageType":"CONTROL_MESSAGE","logGroup":"","logEvents":[{"id":"","timestamp":1,"message":"health"}]}"#;
         assert!(matches!(p.parse(control, at(1)).unwrap(), Parsed::Skipped));
+    }
+
+    #[test]
+    fn container_ids_follow_the_rules_of_a_log_id() {
+        let p = parser();
+        let long = "e".repeat(600);
+        let payload = format!(
+            r#"{{"messageType":"DATA_MESSAGE","owner":"1","logGroup":"g","logStream":"s","logEvents":[{{"id":"","timestamp":1795305599000,"message":"a"}},{{"id":"","timestamp":1795305599000,"message":"b"}},{{"id":"{long}","timestamp":1795305599000,"message":"c"}}]}}"#
+        );
+        let records = many(p.parse(payload.as_bytes(), at(1)).unwrap());
+        // No event shares an empty _id, and none is longer than an _id may be.
+        assert!(records
+            .iter()
+            .all(|r| !r.log_id.is_empty() && r.log_id.len() <= MAX_ID_BYTES));
+        assert_ne!(records[0].log_id, records[1].log_id);
+        assert_eq!(json(&records[0])["log_id"], records[0].log_id.as_ref());
+        assert_eq!(records[2].log_id, p.long_id(&long));
+        let trail =
+            format!(r#"{{"Records":[{{"eventID":"{long}","eventTime":"2026-11-21T00:00:00Z"}}]}}"#);
+        let entries = many(p.parse(trail.as_bytes(), at(1)).unwrap());
+        assert_eq!(entries[0].log_id, p.long_id(&long));
     }
 
     #[test]

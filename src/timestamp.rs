@@ -25,15 +25,22 @@ pub fn parse(raw: &[u8]) -> Option<i64> {
             .map(|t| t.timestamp_millis());
     }
     let text = std::str::from_utf8(raw).ok()?;
-    match text.parse::<i64>() {
-        Ok(ms) => Some(ms),
+    let ms = match text.parse::<i64>() {
+        Ok(ms) => ms,
         Err(_) => text
             .parse::<f64>()
             .ok()
-            .filter(|ms| ms.is_finite() && ms.abs() < 1e17)
-            .map(|ms| ms as i64),
-    }
+            .filter(|ms| ms.is_finite() && ms.abs() < 1e17)? as i64,
+    };
+    // Microseconds or nanoseconds read as milliseconds would name indices
+    // of the year +58861, a new one every 86 s of data: no time at all (the
+    // fallback index) is the better reading.
+    MILLIS_OF_FOUR_DIGIT_YEARS.contains(&ms).then_some(ms)
 }
+
+/// 0000-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z, what RFC 3339 can write.
+const MILLIS_OF_FOUR_DIGIT_YEARS: std::ops::RangeInclusive<i64> =
+    -62_167_219_200_000..=253_402_300_799_999;
 
 /// `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)` with valid field ranges;
 /// `None` sends the text to chrono (leap seconds, lowercase or space
@@ -168,6 +175,13 @@ mod tests {
         assert_eq!(parse(br#""yesterday""#), None);
         assert_eq!(parse(br#""2026-02-29T00:00:00Z""#), None);
         assert_eq!(parse(b"null"), None);
+        // Epoch microseconds and nanoseconds are no milliseconds of a year
+        // RFC 3339 can write.
+        assert_eq!(parse(b"253402300799999"), Some(253_402_300_799_999));
+        assert_eq!(parse(b"253402300800000"), None);
+        assert_eq!(parse(b"1795305599000000"), None);
+        assert_eq!(parse(b"1795305599000000000"), None);
+        assert_eq!(parse(b"-62167219200001"), None);
     }
 
     #[test]

@@ -118,7 +118,9 @@ impl<R: Read> Values<R> {
                 if !structured {
                     // Not JSON: the run ends at the line's end or where a
                     // value starts, so one bad run does not swallow the rest.
-                    if b == b'\n' || (i > 0 && b == b'{') {
+                    // (It never starts with `{`, so one met at the start of
+                    // a refilled buffer ends it too.)
+                    if b == b'\n' || b == b'{' {
                         if b == b'\n' {
                             self.line -= 1;
                         }
@@ -188,6 +190,18 @@ mod tests {
             ));
         }
         out
+    }
+
+    #[test]
+    fn a_bad_run_ends_at_a_value_however_the_reads_fall() {
+        for buffer in [1, 2, 4, 5, 64] {
+            let mut values = Values::new(Cursor::new(b"oops{\"a\":1}".to_vec()), 100, buffer);
+            let mut out = Vec::new();
+            while let Some(v) = values.next_value().unwrap() {
+                out.push(String::from_utf8(v.text.to_vec()).unwrap());
+            }
+            assert_eq!(out, ["oops", "{\"a\":1}"], "buffer {buffer}");
+        }
     }
 
     #[test]
