@@ -111,6 +111,12 @@ pub fn level_rank(name: &str) -> Option<usize> {
         .position(|names| names.contains(&name.as_str()))
 }
 
+/// The numeric levels of pino and bunyan (10 trace … 60 fatal) as ranks.
+fn pino_rank(raw: &[u8]) -> Option<usize> {
+    let n: usize = std::str::from_utf8(raw).ok()?.parse().ok()?;
+    (n % 10 == 0 && (10..=60).contains(&n)).then(|| n / 10 - 1)
+}
+
 /// How records are read.
 pub struct RecordParser {
     timestamp_field: String,
@@ -398,7 +404,10 @@ impl RecordParser {
             found[0]
         };
         let raw = level.or(dotted).or_else(nested)?;
-        level_rank(&decode_string(raw)?)
+        match decode_string(raw) {
+            Some(name) => level_rank(&name),
+            None => pino_rank(raw),
+        }
     }
 
     /// CloudWatch Logs subscription payload: one record per log event;
@@ -1023,5 +1032,10 @@ mod tests {
         assert!(kept(br#"{"log":{"level":"crit"}}"#));
         assert!(kept(br#"{"message":"no level"}"#));
         assert!(kept(br#"{"level":"unknown-level"}"#));
+        // pino and bunyan write numbers.
+        assert!(!kept(br#"{"level":30}"#));
+        assert!(kept(br#"{"level":40}"#));
+        assert!(kept(br#"{"level":60}"#));
+        assert!(kept(br#"{"level":35}"#));
     }
 }
