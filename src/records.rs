@@ -114,7 +114,7 @@ pub fn level_rank(name: &str) -> Option<usize> {
 /// The numeric levels of pino and bunyan (10 trace … 60 fatal) as ranks.
 fn pino_rank(raw: &[u8]) -> Option<usize> {
     let n: usize = std::str::from_utf8(raw).ok()?.parse().ok()?;
-    (n % 10 == 0 && (10..=60).contains(&n)).then(|| n / 10 - 1)
+    (n.is_multiple_of(10) && (10..=60).contains(&n)).then(|| n / 10 - 1)
 }
 
 /// How records are read.
