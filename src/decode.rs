@@ -223,7 +223,27 @@ impl<'a> ObjectDecoder<'a> {
         };
         let mut decoder = Decoder::new(source).map_err(read_failed)?;
         let mut head = Vec::new();
-        let sniffed = (&mut decoder).take(SNIFF_BYTES).read_to_end(&mut head);
+        let mut sniffed = (&mut decoder).take(SNIFF_BYTES).read_to_end(&mut head);
+        // A first object open past the head with no line break yet is either
+        // NDJSON's long first line or objects back to back (Firehose with a
+        // large first record): read on, up to a record's size, until a line
+        // breaks or the object ends, so that `detect` can tell them apart.
+        if self.format == Format::Auto
+            && sniffed.is_ok()
+            && head.len() as u64 == SNIFF_BYTES
+            && opens_without_a_break(&head)
+        {
+            while head.len() < self.max_record_bytes {
+                let before = head.len();
+                sniffed = (&mut decoder).take(SNIFF_BYTES).read_to_end(&mut head);
+                if sniffed.is_err()
+                    || head.len() == before
+                    || memchr::memchr(b'\n', &head[before..]).is_some()
+                {
+                    break;
+                }
+            }
+        }
         let format = match self.format {
             Format::Auto => detect(&head),
             forced => forced,
@@ -419,6 +439,15 @@ fn concatenated(line: &[u8]) -> Option<Vec<(Vec<u8>, u64)>> {
     (objects.len() > 1).then_some(objects)
 }
 
+/// Whether the head starts an object and holds no line break.
+fn opens_without_a_break(head: &[u8]) -> bool {
+    let start = head
+        .strip_prefix(UTF8_BOM)
+        .unwrap_or(head)
+        .trim_ascii_start();
+    start.starts_with(b"{") && memchr::memchr(b'\n', start).is_none()
+}
+
 /// Read buffer of a JSON stream.
 const STREAM_BUFFER: usize = 256 * 1024;
 
@@ -589,6 +618,56 @@ mod tests {
             largest < 17 * 1024,
             "a chunk held {largest} bytes of dead letters"
         );
+    }
+
+    /// (records batched, dead letters) of `text` decoded with the defaults.
+    fn decode_counts(text: Vec<u8>) -> (usize, usize) {
+        let parser = RecordParser::new(&ParserOptions::default());
+        let decoder = ObjectDecoder {
+            parser: &parser,
+            limits: Limits {
+                bytes: 5 << 20,
+                records: 10_000,
+            },
+            max_record_bytes: 1 << 20,
+            format: Format::Auto,
+        };
+        let (mut batched, mut dead) = (0, 0);
+        decoder
+            .decode(
+                &ObjectRef::new("b", "k"),
+                Cursor::new(text),
+                &mut Lines,
+                |chunk| {
+                    batched += chunk.batch.map_or(0, |b| b.entries.len());
+                    dead += chunk.letters.len();
+                    Ok(())
+                },
+            )
+            .unwrap();
+        (batched, dead)
+    }
+
+    #[test]
+    fn a_first_record_larger_than_the_head_is_told_from_a_long_first_line() {
+        let record = |i: usize| {
+            format!(
+                "{{\"log_id\":\"r{i}\",\"pad\":\"{}\"}}",
+                "x".repeat(100_000)
+            )
+        };
+        // Firehose: objects back to back, the first beyond the 64 KiB head,
+        // one of them malformed: that one alone is dead-lettered.
+        let mut firehose: String = (0..5).map(record).collect();
+        firehose.insert_str(record(0).len(), r#"{"log_id":"bad" "no colon"}"#);
+        assert_eq!(decode_counts(firehose.into_bytes()), (5, 1));
+        // NDJSON whose first line is as long, and a broken line later: read as
+        // lines, so the broken one is dead-lettered alone.
+        let ndjson = format!(
+            "{}\n{{\"log_id\":\"s1\"}}\n{{\"log_id\":\"broken\n{{\"log_id\":\"s2\"}}\n",
+            record(0)
+        );
+        assert_eq!(decode_counts(ndjson.into_bytes()), (3, 1));
     }
 
     #[test]
