@@ -120,9 +120,7 @@ pub async fn run(
             slot = Arc::clone(&slots).acquire_owned() => slot?,
             () = shutdown.stop.cancelled() => break,
         };
-        while let Some(joined) = tasks.try_join_next() {
-            stats.count_panic(joined, REPLAY_LEFT);
-        }
+        stats.reap(&mut tasks, REPLAY_LEFT);
         let (pipeline, checkpoint, stats, shutdown, fatal, interrupted, listed) = (
             Arc::clone(&pipeline),
             checkpoint.clone(),
@@ -167,9 +165,7 @@ pub async fn run(
             sent(checkpoint.as_deref(), &listed, &queue_batch);
         }
     }
-    while let Some(joined) = tasks.join_next().await {
-        stats.count_panic(joined, REPLAY_LEFT);
-    }
+    stats.join_all(&mut tasks, REPLAY_LEFT).await;
     progress.finish();
     // A listing that ended (with an error, say) is heard out, even after a
     // stop; one still running is not waited for.

@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
+use tokio::task::JoinSet;
 
 macro_rules! counters {
     ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
@@ -71,9 +72,23 @@ impl Stats {
         }
     }
 
-    /// Counts a task that panicked (a bug) as failed: what it held is not
-    /// accounted for. `left` says what becomes of that.
-    pub fn count_panic(&self, joined: Result<(), tokio::task::JoinError>, left: &str) {
+    /// Collects the tasks that ended, counting one that panicked (a bug) as
+    /// failed: what it held is not accounted for. `left` says what becomes
+    /// of that.
+    pub fn reap(&self, tasks: &mut JoinSet<()>, left: &str) {
+        while let Some(joined) = tasks.try_join_next() {
+            self.count_panic(joined, left);
+        }
+    }
+
+    /// Waits for every task, counting them as [`Stats::reap`] does.
+    pub async fn join_all(&self, tasks: &mut JoinSet<()>, left: &str) {
+        while let Some(joined) = tasks.join_next().await {
+            self.count_panic(joined, left);
+        }
+    }
+
+    fn count_panic(&self, joined: Result<(), tokio::task::JoinError>, left: &str) {
         if let Err(e) = joined {
             tracing::error!("a task failed: {e}; {left}");
             Stats::add(&self.failed, 1);

@@ -109,7 +109,7 @@ impl Worker {
         let mut tasks = JoinSet::new();
         let mut receive_failures = 0u32;
         loop {
-            while tasks.try_join_next().is_some() {}
+            self.stats().reap(&mut tasks, MESSAGE_LEFT);
             // The stop first: a receive started after it would raise the
             // receive count of messages it can only hand back.
             let first = tokio::select! {
@@ -166,7 +166,7 @@ impl Worker {
                 }
             };
             if messages.is_empty() {
-                self.reap(&mut tasks);
+                self.stats().reap(&mut tasks, MESSAGE_LEFT);
                 if self.settings.exit_when_idle && tasks.is_empty() {
                     tracing::info!("queue is empty and all work is flushed; exiting");
                     break;
@@ -191,16 +191,7 @@ impl Worker {
             return;
         }
         tracing::info!(in_flight = tasks.len(), "finishing in-flight messages");
-        while let Some(joined) = tasks.join_next().await {
-            self.stats().count_panic(joined, MESSAGE_LEFT);
-        }
-    }
-
-    /// Collects the message tasks that ended.
-    fn reap(&self, tasks: &mut JoinSet<()>) {
-        while let Some(joined) = tasks.try_join_next() {
-            self.stats().count_panic(joined, MESSAGE_LEFT);
-        }
+        self.stats().join_all(&mut tasks, MESSAGE_LEFT).await;
     }
 
     async fn receive(&self, max: usize) -> Result<Vec<Message>, String> {
