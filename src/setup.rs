@@ -293,13 +293,13 @@ pub fn covers(installed: &Value, desired: &Value) -> bool {
     }
 }
 
-/// `GET /`: Elasticsearch or OpenSearch, and which version. OpenSearch
-/// Serverless has no `GET /` (and no versions).
 /// What to check when the cluster does not answer `GET /` with its version
 /// (a 401 or 403 is as likely as a wrong URL).
 pub const REACH_ADVICE: &str =
     "check --es-url, the network path to the cluster and the credentials";
 
+/// `GET /`: Elasticsearch or OpenSearch, and which version. OpenSearch
+/// Serverless has no `GET /` (and no versions).
 pub async fn detect(es: &Elasticsearch) -> Result<Cluster, String> {
     if es.is_serverless() {
         return Ok(Cluster {
