@@ -537,6 +537,44 @@ mod tests {
         }
     }
 
+    /// Every chunk `input` is handed on in, read with the defaults, 1 MiB
+    /// records and batches of `batch_bytes`.
+    fn chunks(input: Vec<u8>, batch_bytes: usize) -> Vec<Chunk> {
+        let parser = RecordParser::new(&ParserOptions::default());
+        let decoder = ObjectDecoder {
+            parser: &parser,
+            limits: Limits {
+                bytes: batch_bytes,
+                records: 10_000,
+            },
+            max_record_bytes: 1 << 20,
+            format: Format::Auto,
+        };
+        let mut chunks = Vec::new();
+        decoder
+            .decode(
+                &ObjectRef::new("b", "k"),
+                Cursor::new(input),
+                &mut Lines,
+                |chunk| {
+                    chunks.push(chunk);
+                    Ok(())
+                },
+            )
+            .unwrap();
+        chunks
+    }
+
+    /// (records batched, dead letters) of `chunks`.
+    fn counts(chunks: &[Chunk]) -> (usize, usize) {
+        chunks.iter().fold((0, 0), |(batched, dead), chunk| {
+            (
+                batched + chunk.batch.as_ref().map_or(0, |b| b.entries.len()),
+                dead + chunk.letters.len(),
+            )
+        })
+    }
+
     #[test]
     fn a_small_object_cut_short_keeps_the_records_before_the_fault() {
         let text: String = (0..200)
@@ -547,28 +585,9 @@ mod tests {
         let whole = gz.finish().unwrap();
         let cut = whole[..whole.len() - 20].to_vec();
 
-        let parser = RecordParser::new(&ParserOptions::default());
-        let decoder = ObjectDecoder {
-            parser: &parser,
-            limits: Limits {
-                bytes: 1 << 20,
-                records: 10_000,
-            },
-            max_record_bytes: 1 << 20,
-            format: Format::Auto,
-        };
-        let object = ObjectRef::new("b", "k.gz");
-        let (mut batched, mut dead, mut faults) = (0, 0, 0);
-        let mut encoder = Lines;
-        decoder
-            .decode(&object, Cursor::new(cut.clone()), &mut encoder, |chunk| {
-                batched += chunk.batch.map_or(0, |b| b.entries.len());
-                dead += chunk.letters.len();
-                faults += usize::from(chunk.fault.is_some());
-                Ok(())
-            })
-            .unwrap();
-        assert_eq!(faults, 1);
+        let read = chunks(cut.clone(), 1 << 20);
+        assert_eq!(read.iter().filter(|c| c.fault.is_some()).count(), 1);
+        let (batched, dead) = counts(&read);
         // Every whole line before the fault, and not the line it cut off.
         let mut readable = Vec::new();
         let _ = flate2::read::GzDecoder::new(&cut[..]).read_to_end(&mut readable);
@@ -587,65 +606,25 @@ mod tests {
             text.extend_from_slice(format!("{{\"n\":{i},\"city\":\"Z").as_bytes());
             text.extend_from_slice(b"\xfcrich\"}\n");
         }
-        let parser = RecordParser::new(&ParserOptions::default());
-        let decoder = ObjectDecoder {
-            parser: &parser,
-            limits: Limits {
-                bytes: 16 * 1024,
-                records: 10_000,
-            },
-            max_record_bytes: 1 << 20,
-            format: Format::Auto,
-        };
-        let object = ObjectRef::new("b", "latin1.ndjson");
-        let (mut batched, mut dead, mut largest) = (0, 0, 0);
-        decoder
-            .decode(&object, Cursor::new(text), &mut Lines, |chunk| {
-                batched += chunk.batch.map_or(0, |b| b.entries.len());
-                dead += chunk.letters.len();
-                let bytes: usize = chunk
+        let read = chunks(text, 16 * 1024);
+        let (batched, dead) = counts(&read);
+        let largest = read
+            .iter()
+            .map(|chunk| {
+                chunk
                     .letters
                     .iter()
                     .map(|l| l.reason.len() + l.record.as_ref().map_or(0, String::len))
-                    .sum();
-                largest = largest.max(bytes);
-                Ok(())
+                    .sum::<usize>()
             })
-            .unwrap();
+            .max()
+            .unwrap_or(0);
         assert_eq!((batched, dead), (1, 5000));
         // At most one letter past the bound (each is under 200 bytes).
         assert!(
             largest < 17 * 1024,
             "a chunk held {largest} bytes of dead letters"
         );
-    }
-
-    /// (records batched, dead letters) of `text` decoded with the defaults.
-    fn decode_counts(text: Vec<u8>) -> (usize, usize) {
-        let parser = RecordParser::new(&ParserOptions::default());
-        let decoder = ObjectDecoder {
-            parser: &parser,
-            limits: Limits {
-                bytes: 5 << 20,
-                records: 10_000,
-            },
-            max_record_bytes: 1 << 20,
-            format: Format::Auto,
-        };
-        let (mut batched, mut dead) = (0, 0);
-        decoder
-            .decode(
-                &ObjectRef::new("b", "k"),
-                Cursor::new(text),
-                &mut Lines,
-                |chunk| {
-                    batched += chunk.batch.map_or(0, |b| b.entries.len());
-                    dead += chunk.letters.len();
-                    Ok(())
-                },
-            )
-            .unwrap();
-        (batched, dead)
     }
 
     #[test]
@@ -660,14 +639,14 @@ mod tests {
         // one of them malformed: that one alone is dead-lettered.
         let mut firehose: String = (0..5).map(record).collect();
         firehose.insert_str(record(0).len(), r#"{"log_id":"bad" "no colon"}"#);
-        assert_eq!(decode_counts(firehose.into_bytes()), (5, 1));
+        assert_eq!(counts(&chunks(firehose.into_bytes(), 5 << 20)), (5, 1));
         // NDJSON whose first line is as long, and a broken line later: read as
         // lines, so the broken one is dead-lettered alone.
         let ndjson = format!(
             "{}\n{{\"log_id\":\"s1\"}}\n{{\"log_id\":\"broken\n{{\"log_id\":\"s2\"}}\n",
             record(0)
         );
-        assert_eq!(decode_counts(ndjson.into_bytes()), (3, 1));
+        assert_eq!(counts(&chunks(ndjson.into_bytes(), 5 << 20)), (3, 1));
     }
 
     #[test]

@@ -6,6 +6,7 @@ import pytest
 import servers
 from faultproxy import FaultProxy
 from harness import DRSINK_BIN, Aws, Drsink, Search, run_drsink as _run_drsink, unique
+from hec_receiver import HecReceiver
 
 FLAVOURS = ["opensearch", "elasticsearch"]
 
@@ -55,6 +56,22 @@ def dead_letter_dir(tmp_path):
     path = tmp_path / "dead-letter"
     path.mkdir()
     return path
+
+
+@pytest.fixture
+def hec_args(dead_letter_dir, tmp_path):
+    """hec_args(queue_url, receiver, *extra, exit_when_idle=True) -> the `drsink worker`
+    arguments into a HecReceiver, with an embedded ledger in tmp_path, dead letters into
+    dead_letter_dir, fast settings."""
+    def args(queue_url: str, receiver: HecReceiver, *extra: str, exit_when_idle: bool = True) -> list[str]:
+        return [
+            "worker", "--queue-url", queue_url, "--sink", "splunk-hec", "--hec-url", receiver.url,
+            "--dead-letter", str(dead_letter_dir), "--dedup-ledger-path", str(tmp_path / "ledger"),
+            "--wait-seconds", "1", "--s3-force-path-style", "--max-retry-interval", "1",
+            *(["--exit-when-idle"] if exit_when_idle else []), *extra,
+        ]
+
+    return args
 
 
 def _require_binary() -> None:

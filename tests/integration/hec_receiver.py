@@ -56,7 +56,7 @@ EVENT_PATHS = {"/services/collector", "/services/collector/event", "/services/co
 class HecReceiver:
     def __init__(self, token: str = "00000000-1111-2222-3333-444444444444", ack: bool = False,
                  ack_delay: float = 0.0, max_content_length: int = 1_000_000,
-                 tls: "ssl.SSLContext | None" = None) -> None:
+                 tls: ssl.SSLContext | None = None) -> None:
         """With `tls` (a server context), HEC is served over HTTPS."""
         self.token = token
         self.ack = ack

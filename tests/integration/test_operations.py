@@ -150,7 +150,6 @@ def test_check_passes_then_fails_with_what_to_fix(aws, pipeline, search, run_drs
     assert "FAIL  bucket" in out and "NoSuchBucket" in out, out
 
 
-
 def test_check_reads_an_object_rather_than_heading_it(aws, pipeline, search, moto_url, run_drsink):
     """A role that may list and HEAD but not GET (no s3:GetObject, or no kms:Decrypt for
     SSE-KMS) fails the bucket check: every worker read would fail."""

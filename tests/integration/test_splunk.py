@@ -55,19 +55,6 @@ def hec():
         yield receiver
 
 
-@pytest.fixture
-def hec_args(dead_letter_dir, tmp_path):
-    def args(queue_url: str, receiver: HecReceiver, *extra: str, exit_when_idle: bool = True) -> list[str]:
-        return [
-            "worker", "--queue-url", queue_url, "--sink", "splunk-hec", "--hec-url", receiver.url,
-            "--dead-letter", str(dead_letter_dir), "--dedup-ledger-path", str(tmp_path / "ledger"),
-            "--wait-seconds", "1", "--s3-force-path-style", "--max-retry-interval", "1",
-            *(["--exit-when-idle"] if exit_when_idle else []), *extra,
-        ]
-
-    return args
-
-
 ENV = {"DRSINK_HEC_TOKEN": TOKEN}
 
 

@@ -33,11 +33,17 @@ def pki(tmp_path):
     return d
 
 
+def server_context(pki):
+    """A TLS server context with the server certificate of `pki`."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pki / "server.pem", pki / "server.key")
+    return context
+
+
 @pytest.fixture
 def tls_proxy(search, pki):
     proxy = Recorder(search.url)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(pki / "server.pem", pki / "server.key")
+    context = server_context(pki)
     context.load_verify_locations(pki / "ca.pem")
     context.verify_mode = ssl.CERT_REQUIRED
     proxy.server.socket = context.wrap_socket(proxy.server.socket, server_side=True)
@@ -78,26 +84,21 @@ def test_untrusted_or_unauthenticated_tls_fails_at_start(missing, aws, pipeline,
     assert aws.queue_depth(pipeline.queue_url) == 2  # moto's test events, untouched
 
 
-def test_hec_with_a_private_ca(aws, pipeline, pki, run_drsink, dead_letter_dir, tmp_path):
+def test_hec_with_a_private_ca(aws, pipeline, pki, run_drsink, hec_args):
     """Splunk's HEC usually has a certificate of Splunk's own or a company CA: without
     --hec-ca-cert the start check fails on the certificate and nothing is consumed;
     with it every event arrives once."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(pki / "server.pem", pki / "server.key")
     token = "00000000-1111-2222-3333-444444444444"
-    with HecReceiver(token=token, tls=context) as hec:
+    with HecReceiver(token=token, tls=server_context(pki)) as hec:
         assert hec.url.startswith("https://")
         records = put_dual_write(aws, pipeline)
-        args = ["worker", "--queue-url", pipeline.queue_url, "--sink", "splunk-hec", "--hec-url", hec.url,
-                "--dead-letter", str(dead_letter_dir), "--dedup-ledger-path", str(tmp_path / "ledger"),
-                "--wait-seconds", "1", "--s3-force-path-style", "--exit-when-idle"]
         env = {"DRSINK_HEC_TOKEN": token}
-        rc, _, err, _ = run_drsink(*args, env=env)
+        rc, _, err, _ = run_drsink(*hec_args(pipeline.queue_url, hec), env=env)
         last = err.strip().splitlines()[-1]
         assert rc != 0 and last.startswith("error: the sink is not usable"), err[-2000:]
         assert "certificate" in last.lower() or "tls" in last.lower(), last
         assert hec.counts() == {}
-        summary = ok(run_drsink(*args, "--hec-ca-cert", str(pki / "ca.pem"), env=env))
+        summary = ok(run_drsink(*hec_args(pipeline.queue_url, hec, "--hec-ca-cert", str(pki / "ca.pem")), env=env))
         assert summary["records"] == records
         assert len(hec.counts()) == 10 and set(hec.counts().values()) == {1}
         assert aws.queue_depth(pipeline.queue_url) == 0
