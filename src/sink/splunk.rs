@@ -10,7 +10,7 @@
 //!
 //! `{"fields":{"log_id":"…"},"time":1795305599.000,"host":…,"source":"s3://b/k","event":{…the record…}}`
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::io::Write as _;
 use std::ops::Range;
 use std::path::Path;
@@ -76,6 +76,54 @@ pub struct SplunkHec {
     /// log_ids in requests of this process not yet answered.
     in_flight: Mutex<HashSet<String>>,
     warned_no_ack_id: AtomicBool,
+    ack_ids: Mutex<AckIds>,
+}
+
+/// The ackIds this process's channel was given, to notice one given twice.
+/// HEC counts a channel's ackIds from 0 and forgets the channel when it
+/// restarts (or when a load balancer sends a request to another node): an
+/// ackId still awaited from before would then be answered for a new
+/// request, and events lost in the restart would count as indexed.
+#[derive(Debug, Default)]
+struct AckIds {
+    /// The latest ackIds of the current era. Answers come out of order only
+    /// among the requests in flight, far fewer than `RECENT_ACK_IDS`.
+    recent: BTreeSet<u64>,
+    /// Every ackId up to this one was given in this era (it left `recent`).
+    given_up_to: Option<u64>,
+    /// How many times the ackIds started over.
+    era: u64,
+}
+
+const RECENT_ACK_IDS: usize = 4096;
+
+impl AckIds {
+    /// Notes an ackId HEC just gave; returns its era, and whether it was
+    /// given before (so a new era began with it).
+    fn note(&mut self, id: u64) -> (u64, bool) {
+        let again = self.recent.contains(&id) || self.given_up_to.is_some_and(|up| id <= up);
+        if again {
+            *self = AckIds {
+                era: self.era + 1,
+                ..AckIds::default()
+            };
+        }
+        self.recent.insert(id);
+        if self.recent.len() > RECENT_ACK_IDS {
+            self.given_up_to = self.recent.pop_first().max(self.given_up_to);
+        }
+        (self.era, again)
+    }
+}
+
+/// How the wait for an acknowledgement ended.
+#[derive(Debug, PartialEq, Eq)]
+enum AckWait {
+    Acknowledged,
+    TimedOut,
+    /// HEC gave the ackId again (`AckIds`): what it says of it now is about
+    /// another request.
+    Forgotten,
 }
 
 /// Builds the sink from the command line: token, ledger and all.
@@ -175,6 +223,7 @@ impl SplunkHec {
             ledger,
             in_flight: Mutex::new(HashSet::new()),
             warned_no_ack_id: AtomicBool::new(false),
+            ack_ids: Mutex::new(AckIds::default()),
         })
     }
 
@@ -238,9 +287,12 @@ impl SplunkHec {
         let reply: Option<Reply> = serde_json::from_slice(&text).ok();
         match interpret(status, reply.as_ref(), count) {
             Answer::Accepted { ack_id } => {
-                let acked = match (self.ack, ack_id) {
-                    (false, _) => true,
-                    (true, Some(id)) => self.wait_for_ack(id).await?,
+                let waited = match (self.ack, ack_id) {
+                    (false, _) => AckWait::Acknowledged,
+                    (true, Some(id)) => {
+                        let era = self.note_ack_id(id);
+                        self.wait_for_ack(id, era).await?
+                    }
                     (true, None) => {
                         if !self.warned_no_ack_id.swap(true, Ordering::Relaxed) {
                             tracing::warn!(
@@ -249,19 +301,21 @@ impl SplunkHec {
                                  acknowledgement, so a 200 response counts as accepted"
                             );
                         }
-                        true
+                        AckWait::Acknowledged
                     }
                 };
-                Ok(if acked {
-                    vec![ItemOutcome::Indexed; count]
-                } else {
-                    vec![
-                        ItemOutcome::Retry(format!(
-                            "not acknowledged within {} s",
-                            self.ack_timeout.as_secs()
-                        ));
-                        count
-                    ]
+                let retry = |reason: String| vec![ItemOutcome::Retry(reason); count];
+                Ok(match waited {
+                    AckWait::Acknowledged => vec![ItemOutcome::Indexed; count],
+                    AckWait::TimedOut => retry(format!(
+                        "not acknowledged within {} s",
+                        self.ack_timeout.as_secs()
+                    )),
+                    AckWait::Forgotten => retry(
+                        "HEC gave its ackId again before acknowledging it (HEC restarted, or a \
+                         load balancer sent a request to another node)"
+                            .to_owned(),
+                    ),
                 })
             }
             Answer::Partial { accepted, error } => Ok(partial_outcomes(accepted, error, count)),
@@ -315,20 +369,47 @@ impl SplunkHec {
         }
     }
 
-    /// Polls the ack endpoint until the ackId is acknowledged (true) or the
-    /// ack timeout passes (false).
-    async fn wait_for_ack(&self, ack_id: u64) -> Result<bool, SendError> {
+    /// Notes an ackId HEC gave this channel; returns its era (`AckIds`).
+    fn note_ack_id(&self, id: u64) -> u64 {
+        let (era, again) = self
+            .ack_ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .note(id);
+        if again {
+            tracing::warn!(
+                hec = %self.describe(),
+                ack_id = id,
+                "HEC gave this channel an ackId it had given before: it restarted, or a load \
+                 balancer without stickiness sent the request to another node; the events whose \
+                 acknowledgement was still awaited are sent again"
+            );
+        }
+        era
+    }
+
+    /// Whether HEC's ackIds started over since `era`.
+    fn forgot(&self, era: u64) -> bool {
+        self.ack_ids.lock().unwrap_or_else(|e| e.into_inner()).era != era
+    }
+
+    /// Polls the ack endpoint until the ackId of `era` is acknowledged, the
+    /// ack timeout passes, or HEC gives the ackId to another request.
+    async fn wait_for_ack(&self, ack_id: u64, era: u64) -> Result<AckWait, SendError> {
         let deadline = tokio::time::Instant::now() + self.ack_timeout;
         let mut interval = Duration::from_millis(100);
         let body = json!({ "acks": [ack_id] }).to_string();
         loop {
             tokio::time::sleep(interval).await;
             interval = (interval * 2).min(Duration::from_secs(2));
+            if self.forgot(era) {
+                return Ok(AckWait::Forgotten);
+            }
             // No poll outlasts the ack timeout: a Redis claim is held for the
             // request and this wait (plus a margin), not for one more poll.
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if left.is_zero() {
-                return Ok(false);
+                return Ok(AckWait::TimedOut);
             }
             let answer = self
                 .post(ACK_PATH)
@@ -346,7 +427,12 @@ impl SplunkHec {
                             let acks: Option<AckReply> = serde_json::from_slice(&text).ok();
                             let key = ack_id.to_string();
                             if acks.is_some_and(|a| a.acks.get(&key).copied().unwrap_or(false)) {
-                                return Ok(true);
+                                // A true that came after the ackId was given
+                                // again may be the new request's.
+                                return Ok(match self.forgot(era) {
+                                    true => AckWait::Forgotten,
+                                    false => AckWait::Acknowledged,
+                                });
                             }
                         }
                         401 | 403 => {
@@ -382,7 +468,7 @@ impl SplunkHec {
                 }
             }
             if tokio::time::Instant::now() + interval > deadline {
-                return Ok(false);
+                return Ok(AckWait::TimedOut);
             }
         }
     }
@@ -878,13 +964,33 @@ mod tests {
         )
         .unwrap();
         let started = std::time::Instant::now();
-        assert!(!hec.wait_for_ack(7).await.unwrap());
+        assert_eq!(hec.wait_for_ack(7, 0).await.unwrap(), AckWait::TimedOut);
         // Within the ack timeout (and the first poll's pause), not --hec-timeout.
         assert!(
             started.elapsed() < Duration::from_secs(5),
             "{:?}",
             started.elapsed()
         );
+    }
+
+    #[test]
+    fn an_ack_id_given_again_begins_a_new_era() {
+        let mut ids = AckIds::default();
+        // Answers of concurrent requests come out of order: no restart.
+        for id in [0, 2, 1, 3] {
+            assert_eq!(ids.note(id), (0, false), "ackId {id}");
+        }
+        // HEC restarted and counts from 0 again.
+        assert_eq!(ids.note(0), (1, true));
+        assert_eq!(ids.note(1), (1, false));
+        assert_eq!(ids.note(1), (2, true));
+        // An ackId that left the recent ones still counts as given.
+        let mut ids = AckIds::default();
+        let many = RECENT_ACK_IDS as u64 + 10;
+        for id in 0..many {
+            assert_eq!(ids.note(id), (0, false), "ackId {id}");
+        }
+        assert_eq!(ids.note(5), (1, true));
     }
 
     fn object() -> ObjectRef {

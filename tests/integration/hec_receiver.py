@@ -21,7 +21,9 @@ Collector" status codes):
   from 0 per channel). `POST /services/collector/ack` with `{"acks":[ids]}` answers
   `{"acks":{"<id>":bool}}`; an id turns true `ack_delay` seconds after its request
   and, as in Splunk, is forgotten once reported true. Without ack, the ack
-  endpoint answers 400 code 14 "ACK is disabled".
+  endpoint answers 400 code 14 "ACK is disabled". `restart()` does what a HEC
+  restart does to a channel: the events not yet acknowledged are lost, and
+  ackIds count from 0 again.
 - `GET /services/collector/health`: 200 code 17 "HEC is healthy".
 
 Faults, set by the test at run time: `busy_next` (answer that many event requests
@@ -78,10 +80,12 @@ class HecReceiver:
         self.busy_answers = 0
         self.too_large_answers = 0
         self.ack_polls = 0
+        self.polled_ack_ids: set[int] = set()
         self.channels: set[str] = set()
         self.gzip_requests = 0
         self._acks: dict[str, dict[int, float]] = {}   # channel -> ackId -> ready time
         self._next_ack: dict[str, int] = {}
+        self._unindexed: dict[tuple[str, int], list[dict]] = {}  # (channel, ackId) -> its events
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self.scheme = "http"
@@ -110,6 +114,19 @@ class HecReceiver:
     def pending_acks(self) -> int:
         with self.lock:
             return sum(len(a) for a in self._acks.values())
+
+    def restart(self) -> int:
+        """As if HEC restarted: the events whose ack is not ready yet are lost, and every
+        channel's ackIds start again from 0. Returns the number of events lost."""
+        now = time.monotonic()
+        with self.lock:
+            lost = {id(e) for (channel, ack_id), events in self._unindexed.items()
+                    if self._acks.get(channel, {}).get(ack_id, 0) > now for e in events}
+            self.events = [e for e in self.events if id(e) not in lost]
+            self._acks.clear()
+            self._next_ack.clear()
+            self._unindexed.clear()
+            return len(lost)
 
     # ------------------------------------------------------------------ protocol
 
@@ -176,6 +193,7 @@ class HecReceiver:
                 ack_id = self._next_ack.get(channel, 0)
                 self._next_ack[channel] = ack_id + 1
                 self._acks.setdefault(channel, {})[ack_id] = time.monotonic() + self.ack_delay
+                self._unindexed[(channel, ack_id)] = kept
                 reply["ackId"] = ack_id
         return 200, reply
 
@@ -191,6 +209,7 @@ class HecReceiver:
             self.ack_polls += 1
             pending = self._acks.setdefault(channel, {})
             for ack_id in ids:
+                self.polled_ack_ids.add(ack_id)
                 ready = pending.get(ack_id)
                 done = ready is not None and ready <= now
                 if done:

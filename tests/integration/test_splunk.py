@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from harness import dead_letters, gz, ndjson, ok, unique
+from harness import dead_letters, gz, ndjson, ok, unique, wait_for
 from hec_receiver import HecReceiver
 
 TOKEN = "5f3c8e1a-7b2d-4c9e-a1f0-8d6b4e2c9a71"
@@ -134,6 +134,33 @@ def test_ack_mode_deletes_messages_only_after_acks(aws, pipeline, hec_args, star
         assert summary["indexed"] == 20 and summary["failed"] == 0
         assert aws.queue_depth(pipeline.queue_url) == 0
         assert set(hec.counts().values()) == {1}
+
+
+def test_acks_awaited_across_a_hec_restart_are_not_taken_from_new_requests(aws, pipeline, hec_args,
+                                                                           start_drsink):
+    """A restarted HEC has lost the events it had not indexed and counts the channel's ackIds
+    from 0 again. The ackIds awaited from before must not be answered by the new requests
+    that get the same numbers: their events are sent again at once, and nothing is lost or
+    doubled. (Without that, an old ackId is either answered for a new request, and its events
+    are lost, or waited for until the ack timeout, which the run here does not outlast.)"""
+    with HecReceiver(token=TOKEN, ack=True, ack_delay=3.0) as hec:
+        before = [f"before-{i}" for i in range(30)]
+        for n in range(3):
+            aws.put(pipeline.buckets[0], f"before-{n}.ndjson", ndjson(records(before[n * 10:n * 10 + 10])))
+        worker = start_drsink(*hec_args(pipeline.queue_url, hec, "--hec-ack", "--hec-ack-timeout", "90"),
+                              env=ENV)
+        # Polled: the worker has read the three answers (a restart takes longer than that).
+        wait_for(lambda: hec.polled_ack_ids >= {0, 1, 2} or not worker.running(), 30, "three ack polls")
+        assert worker.running(), worker.wait(1)
+        assert hec.restart() == 30 and not hec.counts()
+        after = [f"after-{i}" for i in range(30)]
+        aws.put(pipeline.buckets[0], "after.ndjson", ndjson(records(after)))
+        result = worker.wait(45)
+        summary = ok(result)
+        assert hec.counts() == {log_id: 1 for log_id in before + after}
+        assert summary["indexed"] == 60 and summary["failed"] == 0
+        assert aws.queue_depth(pipeline.queue_url) == 0
+        assert "an ackId it had given before" in result.stderr, result.stderr[-4000:]
 
 
 def test_hec_ack_against_a_token_without_ack(aws, pipeline, hec_args, run_drsink):
