@@ -57,7 +57,7 @@ async fn run_redrive(
         .get_or_insert_with(|| args.from.clone());
     let pipeline = build_pipeline(&args.pipeline, aws, stats, &shutdown).await?;
     check_sink(&pipeline).await?;
-    crate::redrive::run(pipeline, &args.from, shutdown).await
+    crate::redrive::run(pipeline, &args.from, args.shutdown_timeout, shutdown).await
 }
 
 async fn run_backfill(

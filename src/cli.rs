@@ -109,6 +109,11 @@ pub struct RedriveArgs {
     #[arg(long, env = "DRSINK_REDRIVE_FROM")]
     pub from: PathBuf,
 
+    /// Seconds the batch under way may take to finish after SIGTERM/SIGINT;
+    /// then it is given up, and its entries not yet accepted are kept.
+    #[arg(long, env = "DRSINK_SHUTDOWN_TIMEOUT", default_value = "30", value_parser = parse_seconds)]
+    pub shutdown_timeout: Duration,
+
     #[command(flatten)]
     pub pipeline: PipelineArgs,
 }

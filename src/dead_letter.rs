@@ -118,6 +118,14 @@ impl DeadLetter {
 /// be recognised.)
 pub fn s3_location(text: &str, flag: &str) -> Result<Option<(String, String)>, String> {
     let Some(location) = text.strip_prefix("s3://") else {
+        // `S3://…`, `s3:/…`, `https://…` would otherwise be taken for a local
+        // directory, and the letters kept on a container's throwaway disk.
+        let scheme = text.split_once(':').map(|(scheme, _)| scheme);
+        if text.contains("://") || scheme.is_some_and(|s| s.eq_ignore_ascii_case("s3")) {
+            return Err(format!(
+                "{flag} `{text}` is neither s3://bucket/prefix/ (in lowercase) nor a local directory"
+            ));
+        }
         return Ok(None);
     };
     let (bucket, prefix) = location.split_once('/').unwrap_or((location, ""));
@@ -216,22 +224,25 @@ impl DeadLetterStore {
         match &self.target {
             Target::Dir { dir, file } => {
                 let mut slot = file.lock().unwrap_or_else(|p| p.into_inner());
-                let mut file = match slot.as_deref().and_then(reopen) {
-                    Some(file) => file,
-                    None => {
-                        let (file, path) = create_file(dir)?;
-                        *slot = Some(path);
-                        file
-                    }
+                let last = slot.take().and_then(|path| Some((reopen(&path)?, path)));
+                let (mut file, path) = match last {
+                    Some(last) => last,
+                    None => create_file(dir)?,
                 };
                 let written = file.write_all(text).and_then(|()| file.sync_data());
-                if written.is_err() {
+                match written {
+                    Ok(()) => *slot = Some(path),
                     // A torn last line stays behind; the next letters go to a
                     // new file instead of being appended to it.
-                    *slot = None;
+                    Err(e) => {
+                        return Err(io::Error::new(
+                            e.kind(),
+                            format!("dead-letter file {}: {e}", path.display()),
+                        ))
+                    }
                 }
                 // Dropping the file unlocks it.
-                written
+                Ok(())
             }
             Target::S3 {
                 client,
@@ -286,7 +297,6 @@ fn file_stem() -> String {
 /// The last append's file, locked, if it may take the next append: not if a
 /// redrive holds it (it will remove it) or has already removed it.
 fn reopen(path: &Path) -> Option<File> {
-    use std::os::unix::fs::MetadataExt;
     let file = OpenOptions::new().append(true).open(path).ok()?;
     match file.try_lock() {
         Ok(()) => {}
@@ -296,8 +306,17 @@ fn reopen(path: &Path) -> Option<File> {
     }
     // Locked, and still under its name: a redrive may have removed it between
     // the open and the lock, and appends to a removed file are lost.
-    let (held, named) = (file.metadata().ok()?, fs::metadata(path).ok()?);
-    (held.dev() == named.dev() && held.ino() == named.ino()).then_some(file)
+    still_named(&file, path).then_some(file)
+}
+
+/// Whether `file` (opened from `path`) is still the file under that name:
+/// one locked after another process removed it is no longer in the store.
+pub fn still_named(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), fs::metadata(path)) {
+        (Ok(held), Ok(named)) => held.dev() == named.dev() && held.ino() == named.ino(),
+        _ => false,
+    }
 }
 
 /// A new dead-letter file, locked, and its path.
@@ -364,6 +383,20 @@ mod tests {
             error.starts_with("--from `s3:///dl/` names no bucket"),
             "{error}"
         );
+        // Mistyped locations are not taken for local directories.
+        for typo in [
+            "S3://dr/dl/",
+            "s3:/dr/dl/",
+            "s3:dr/dl/",
+            "https://dr.s3.amazonaws.com/dl/",
+        ] {
+            let error = s3_location(typo, "--dead-letter").unwrap_err();
+            assert!(
+                error.contains("neither s3://bucket/prefix/"),
+                "{typo}: {error}"
+            );
+        }
+        assert_eq!(s3_location("./dl:2026", "--dead-letter"), Ok(None));
     }
 
     #[test]

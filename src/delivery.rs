@@ -47,8 +47,21 @@ const MIN_RETRY_INTERVAL: Duration = Duration::from_millis(10);
 impl Delivery {
     /// Delivers every entry of the batch, or says why it could not.
     pub async fn deliver(&self, object: &ObjectRef, batch: &Batch) -> Result<(), Undelivered> {
-        self.deliver_items(object, batch, (0..batch.entries.len()).collect())
+        self.deliver_settling(object, batch, &mut vec![false; batch.entries.len()])
             .await
+    }
+
+    /// `deliver`, marking in `settled` every entry done with (indexed, a
+    /// duplicate, or dead-lettered), so that the caller of a batch left
+    /// undelivered can tell those from the entries still to be sent.
+    pub async fn deliver_settling(
+        &self,
+        object: &ObjectRef,
+        batch: &Batch,
+        settled: &mut [bool],
+    ) -> Result<(), Undelivered> {
+        let all = (0..batch.entries.len()).collect();
+        self.deliver_items(object, batch, all, settled).await
     }
 
     async fn deliver_items(
@@ -56,6 +69,7 @@ impl Delivery {
         object: &ObjectRef,
         batch: &Batch,
         mut pending: Vec<usize>,
+        settled: &mut [bool],
     ) -> Result<(), Undelivered> {
         let mut attempt: u32 = 0;
         while !pending.is_empty() {
@@ -68,12 +82,12 @@ impl Delivery {
             self.metrics.sink_request(started.elapsed());
             match sent {
                 Ok(outcomes) => {
-                    pending = self.account(object, batch, &pending, outcomes)?;
+                    pending = self.account(object, batch, &pending, outcomes, settled)?;
                 }
                 Err(SendError::Refused(_)) if pending.len() > 1 => {
                     let second = pending.split_off(pending.len() / 2);
-                    Box::pin(self.deliver_items(object, batch, pending)).await?;
-                    return Box::pin(self.deliver_items(object, batch, second)).await;
+                    Box::pin(self.deliver_items(object, batch, pending, settled)).await?;
+                    return Box::pin(self.deliver_items(object, batch, second, settled)).await;
                 }
                 Err(SendError::Refused(reason)) => {
                     let letter = self.letter(
@@ -83,6 +97,7 @@ impl Delivery {
                         format!("the sink refused the record: {reason}"),
                     );
                     self.dead_letter(&[letter])?;
+                    settled[pending[0]] = true;
                     return Ok(());
                 }
                 Err(SendError::Transient(reason)) => {
@@ -112,6 +127,7 @@ impl Delivery {
         batch: &Batch,
         pending: &[usize],
         outcomes: Vec<ItemOutcome>,
+        settled: &mut [bool],
     ) -> Result<Vec<usize>, Undelivered> {
         let (mut indexed, mut duplicates) = (0, 0);
         let mut retry = Vec::new();
@@ -143,6 +159,12 @@ impl Delivery {
         Stats::add(&self.stats.indexed, indexed);
         Stats::add(&self.stats.duplicates, duplicates);
         self.dead_letter(&letters)?;
+        for &item in pending {
+            settled[item] = true;
+        }
+        for &item in &retry {
+            settled[item] = false;
+        }
         if let Some(reason) = retry_reason {
             let label = RetryReason::Item(&reason);
             self.metrics.retried(&self.stats, label, retry.len() as u64);

@@ -14,6 +14,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use serde::Deserialize;
@@ -191,10 +192,15 @@ impl Source {
                 match file.try_lock() {
                     Ok(()) => {}
                     Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
-                    Err(std::fs::TryLockError::Error(e)) => {
-                        return Err(e)
-                            .with_context(|| format!("cannot lock dead-letter file {name}"))
-                    }
+                    Err(std::fs::TryLockError::Error(e)) => tracing::warn!(
+                        file = name,
+                        "cannot lock ({e}); redriving it unlocked: no worker or other redrive \
+                         may use this directory meanwhile"
+                    ),
+                }
+                // Another redrive may have removed it between the open and the lock.
+                if !dead_letter::still_named(&file, Path::new(name)) {
+                    return Ok(None);
                 }
                 let lock = file
                     .try_clone()
@@ -242,18 +248,23 @@ impl Source {
 }
 
 /// Re-submits every dead letter in `from`; see the module comment.
-pub async fn run(pipeline: Arc<Pipeline>, from: &Path, shutdown: Shutdown) -> anyhow::Result<()> {
+///
+/// The first signal stops it taking entries; the batch under way may finish
+/// within `shutdown_timeout` (a request Splunk already took would otherwise
+/// be sent again by the next redrive, and doubled), then it is given up and
+/// its entries not yet accepted are kept.
+pub async fn run(
+    pipeline: Arc<Pipeline>,
+    from: &Path,
+    shutdown_timeout: Duration,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
     let source = Source::new(from, &pipeline)?;
     let files = source.list().await?;
-    // A redrive holds no queue message that could come back later, so the
-    // first signal stops it at once: whatever is not confirmed is kept.
-    let abort_on_stop = {
-        let Shutdown { stop, abort } = shutdown.clone();
-        tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
-            stop.cancelled().await;
-            abort.cancel();
-        }))
-    };
+    let _deadline = shutdown.abort_after_stop(
+        shutdown_timeout,
+        "the batch under way is given up; its entries stay in the dead-letter store",
+    );
     tracing::info!(
         files = files.len(),
         "redriving dead letters from {}",
@@ -262,12 +273,12 @@ pub async fn run(pipeline: Arc<Pipeline>, from: &Path, shutdown: Shutdown) -> an
     let mut result = Ok(());
     for name in &files {
         let shown = source.describe(name);
-        let mut file = RedriveFile::new(&pipeline, &shown);
+        let mut file = RedriveFile::new(&pipeline, &shown, &shutdown);
         let Some(opened) = source.open(name).await? else {
             tracing::warn!(file = %shown, "in use by a running drsink (or gone); left for a later redrive");
             continue;
         };
-        match file.run(opened.reader, &shutdown).await {
+        match file.run(opened.reader).await {
             Ok(FileEnd::Done) => {
                 source.remove(name).await.with_context(|| {
                     format!("{shown} was redriven but cannot be removed; its entries would be submitted again")
@@ -295,7 +306,6 @@ pub async fn run(pipeline: Arc<Pipeline>, from: &Path, shutdown: Shutdown) -> an
             }
         }
     }
-    drop(abort_on_stop);
     result
 }
 
@@ -331,13 +341,15 @@ struct RedriveFile<'a> {
     stopped: bool,
     /// Why the sink stopped taking anything, if it did.
     fatal: Option<String>,
+    shutdown: &'a Shutdown,
 }
 
 impl<'a> RedriveFile<'a> {
-    fn new(pipeline: &'a Pipeline, name: &'a str) -> Self {
+    fn new(pipeline: &'a Pipeline, name: &'a str, shutdown: &'a Shutdown) -> Self {
         RedriveFile {
             pipeline,
             name,
+            shutdown,
             keep: Vec::new(),
             pending_raw: Vec::new(),
             builder: Builder::default(),
@@ -353,11 +365,8 @@ impl<'a> RedriveFile<'a> {
         &self.pipeline.delivery.stats
     }
 
-    async fn run(
-        &mut self,
-        mut reader: impl AsyncBufRead + Unpin,
-        shutdown: &Shutdown,
-    ) -> anyhow::Result<FileEnd> {
+    async fn run(&mut self, mut reader: impl AsyncBufRead + Unpin) -> anyhow::Result<FileEnd> {
+        let stop = &self.shutdown.stop;
         let mut raw = Vec::new();
         loop {
             raw.clear();
@@ -374,14 +383,14 @@ impl<'a> RedriveFile<'a> {
             if !raw.ends_with(b"\n") {
                 raw.push(b'\n');
             }
-            if self.stopped || shutdown.stop.is_cancelled() {
+            if self.stopped || stop.is_cancelled() {
                 self.stop_filling()?;
                 self.keep_raw(&raw)?;
                 continue;
             }
             self.entry(&raw).await?;
         }
-        match self.stopped || shutdown.stop.is_cancelled() {
+        match self.stopped || stop.is_cancelled() {
             true => self.stop_filling()?,
             false => self.flush_batch().await?,
         }
@@ -412,11 +421,14 @@ impl<'a> RedriveFile<'a> {
         Stats::add(&self.stats().records, 1);
         let parser: &RecordParser = &self.pipeline.parser;
         let parsed = match parser.parse(record.as_bytes(), position) {
-            Ok(Parsed::One(parsed)) => parsed,
+            // Not sent, as the worker would not send it.
+            Ok(Parsed::One(parsed)) if parsed.json.len() <= self.pipeline.max_record_bytes => {
+                parsed
+            }
             // What drsink dead-letters is one document; anything else (a
-            // record that does not parse, which is why it is here, or one
-            // the current options filter out) is kept as it is: its letter
-            // still says why.
+            // record that does not parse, which is why it is here, one the
+            // current options filter out, or one above --max-record-bytes)
+            // is kept as it is: its letter still says why it came here.
             Ok(_) | Err(_) => {
                 Stats::add(&self.stats().dead_lettered, 1);
                 return self.keep_raw(raw);
@@ -458,23 +470,40 @@ impl<'a> RedriveFile<'a> {
         self.deliver(batch, raw).await
     }
 
-    /// Delivers `batch`, whose raw entries are `raw`. On interruption they are
-    /// kept verbatim: some may have been accepted, and a second submission
-    /// merges with them by log_id.
+    /// Delivers `batch`, whose raw entries are `raw` (one line each, in
+    /// order). When that is interrupted, the entries not yet accepted or
+    /// rejected again are kept verbatim. (One whose request was under way may
+    /// have been taken; a second submission merges with it by log_id.)
     async fn deliver(&mut self, batch: Batch, raw: Vec<u8>) -> anyhow::Result<()> {
         let Some(object) = self.object.as_ref() else {
             bail!("internal error: a redrive batch without its object");
         };
-        match self.pipeline.delivery.deliver(object, &batch).await {
+        let mut settled = vec![false; batch.entries.len()];
+        if let Some(rate) = &self.pipeline.rate {
+            let wait = rate.reserve(batch.entries.len() as u64);
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.shutdown.stop.cancelled() => {
+                    self.stopped = true;
+                    return self.keep_unsettled(&raw, &settled);
+                }
+            }
+        }
+        let delivered = self
+            .pipeline
+            .delivery
+            .deliver_settling(object, &batch, &mut settled)
+            .await;
+        match delivered {
             Ok(()) => Ok(()),
             Err(Undelivered::Interrupted) => {
                 self.stopped = true;
-                self.keep_raw_many(&raw, batch.entries.len() as u64)
+                self.keep_unsettled(&raw, &settled)
             }
             Err(Undelivered::Fatal(reason)) => {
                 self.stopped = true;
                 self.fatal.get_or_insert(reason);
-                self.keep_raw_many(&raw, batch.entries.len() as u64)
+                self.keep_unsettled(&raw, &settled)
             }
             // The store cannot take the rejections: leave the file in place.
             Err(e @ Undelivered::DeadLetter(_)) => {
@@ -493,6 +522,15 @@ impl<'a> RedriveFile<'a> {
         let entries = self.builder.take().entries.len() as u64;
         let raw = std::mem::take(&mut self.pending_raw);
         self.keep_raw_many(&raw, entries)
+    }
+
+    /// Keeps the raw entries (one line each) whose `settled` is false.
+    fn keep_unsettled(&mut self, raw: &[u8], settled: &[bool]) -> anyhow::Result<()> {
+        let lines = raw.split_inclusive(|&b| b == b'\n');
+        for (line, _) in lines.zip(settled).filter(|(_, &done)| !done) {
+            self.keep_raw(line)?;
+        }
+        Ok(())
     }
 
     fn keep_raw(&mut self, raw: &[u8]) -> anyhow::Result<()> {

@@ -19,6 +19,9 @@ Faults, each applied to `_bulk` requests only (other requests pass through):
   item at its position in the server's response. (Forwarding everything and
   rewriting the answer afterwards would not do: the server would already have
   written the document, so a retry would be a duplicate, not a retry.)
+- item_status_by_log_id: items whose document has one of these log_ids are taken
+  out the same way, every time, and answered with its status: 429 (throttled) or
+  400 `mapper_parsing_exception` (a document the mapping refuses).
 - delay: seconds to hold each response after the server has answered, so a
   worker can be killed while its batch is indexed but not yet acknowledged.
 - down: every request, on new and kept-alive connections, has its connection
@@ -61,13 +64,25 @@ def split_bulk(body: bytes) -> list[bytes]:
     return items
 
 
-def rejected_item(item: bytes) -> dict:
-    """The 429 answer of a throttled node for one bulk item."""
+ITEM_ERRORS = {
+    429: {"type": "es_rejected_execution_exception",
+          "reason": "rejected execution of coordinating operation (injected by faultproxy)"},
+    400: {"type": "mapper_parsing_exception", "reason": "failed to parse (injected by faultproxy)"},
+}
+
+
+def rejected_item(item: bytes, status: int = 429) -> dict:
+    """The answer for one bulk item: 429 as a throttled node gives it, or 400 as for a
+    document the mapping refuses."""
     action = json.loads(item.splitlines()[0])
     op, meta = next(iter(action.items()))
-    return {op: {"_index": meta.get("_index"), "_id": meta.get("_id"), "status": 429,
-                 "error": {"type": "es_rejected_execution_exception",
-                           "reason": "rejected execution of coordinating operation (injected by faultproxy)"}}}
+    return {op: {"_index": meta.get("_index"), "_id": meta.get("_id"), "status": status,
+                 "error": ITEM_ERRORS[status]}}
+
+
+def log_id_of(item: bytes) -> str | None:
+    lines = item.splitlines()
+    return json.loads(lines[1]).get("log_id") if len(lines) > 1 else None
 
 
 class FaultProxy:
@@ -79,6 +94,8 @@ class FaultProxy:
         self.request_fail_statuses: tuple[int, ...] = (429, 503)
         self.request_fail_error: dict | None = None  # the injected answer's "error", if not the default
         self.item_reject_share = 0.0
+        # Items whose document has this log_id are always answered with this status (429, 400).
+        self.item_status_by_log_id: dict[str, int] = {}
         self.delay = 0.0
         self.down = False
         self.redirect_bulk = False  # answer bulk requests with a 307 to the upstream
@@ -99,8 +116,8 @@ class FaultProxy:
 
     def configure(self, **settings: Any) -> "FaultProxy":
         """Change faults at runtime: request_fail_share, request_fail_statuses,
-        request_fail_error, item_reject_share, delay, down, redirect_bulk, sqs_not_inflight,
-        s3_deny_get."""
+        request_fail_error, item_reject_share, item_status_by_log_id, delay, down, redirect_bulk,
+        sqs_not_inflight, s3_deny_get."""
         with self._lock:
             for name, value in settings.items():
                 if not hasattr(self, name) or name.startswith("_") or name in ("upstream", "stats"):
@@ -184,7 +201,9 @@ class FaultProxy:
             items = split_bulk(body)
         except (ValueError, StopIteration):
             return self.forward(method, path, headers, body)  # let the server judge it
-        rejected = {i for i in range(len(items)) if self.chance(self.item_reject_share)}
+        statuses = {i: self.item_status_by_log_id[log_id_of(item)] for i, item in enumerate(items)
+                    if log_id_of(item) in self.item_status_by_log_id}
+        rejected = {i for i in range(len(items)) if i in statuses or self.chance(self.item_reject_share)}
         kept = [item for i, item in enumerate(items) if i not in rejected]
         if kept:
             status, out_headers, content = self.forward(method, path, headers, b"".join(kept))
@@ -197,7 +216,8 @@ class FaultProxy:
         self.count("forwarded_items", len(kept))
         self.count("rejected_items", len(rejected))
         forwarded = iter(answer["items"])
-        answer["items"] = [rejected_item(item) if i in rejected else next(forwarded) for i, item in enumerate(items)]
+        answer["items"] = [rejected_item(item, statuses.get(i, 429)) if i in rejected else next(forwarded)
+                           for i, item in enumerate(items)]
         answer["errors"] = bool(rejected) or answer.get("errors", False)
         return status, out_headers, json.dumps(answer).encode()
 

@@ -227,6 +227,18 @@ def ok(result: Result) -> dict:
     return summary
 
 
+def letters_file(tmp_path: Path, ids: list[str], timestamp: str = "2026-11-21T10:00:00Z") -> Path:
+    """A directory holding one dead-letter file: a rejected record per log_id."""
+    source = tmp_path / "letters"
+    source.mkdir()
+    with (source / "dead-letter-old.ndjson").open("w") as f:
+        for n, log_id in enumerate(ids):
+            f.write(json.dumps({"reason": "rejected by the sink: test", "bucket": "b", "key": "k.ndjson",
+                                "line": n + 1, "record": json.dumps({"log_id": log_id, "@timestamp": timestamp})})
+                    + "\n")
+    return source
+
+
 def dead_letters(directory: Path) -> list[dict]:
     """Every entry of every *.ndjson file in the dead-letter directory."""
     return [json.loads(line) for f in sorted(directory.rglob("*.ndjson"))

@@ -6,12 +6,13 @@ prefix on the search server."""
 import gzip
 import json
 import socket
+import time
 import uuid
 
 import pytest
 import xxhash
 
-from harness import FIXTURES, dead_letters, gz, ndjson, ok, unique
+from harness import FIXTURES, dead_letters, gz, letters_file, ndjson, ok, unique
 
 # Spaces, non-ASCII and a literal '+' make the notification's URL-encoding matter.
 KEY_A = "AWSLogs/région A/2026/11/21/app log ü+1.ndjson.gz"
@@ -222,6 +223,22 @@ def test_an_s3_dead_letter_store_needs_a_prefix(aws, pipeline, search, worker_ar
     assert search.count_by_log_id() == {"p-1": 1, "p-2": 1}
     assert summary["indexed"] == 2
     assert aws.queue_depth(pipeline.queue_url) == 0
+
+
+def test_redrive_keeps_to_max_records_per_sec(search, run_drsink, tmp_path):
+    """A redrive after a mapping fix goes to a cluster that also serves live traffic: it
+    sends no faster than --max-records-per-sec, as the worker does."""
+    ids = [f"paced-{i}" for i in range(200)]
+    source = letters_file(tmp_path, ids)
+    started = time.monotonic()
+    summary = ok(run_drsink("redrive", "--from", str(source), "--dead-letter", str(tmp_path / "store"),
+                            "--es-url", search.url, "--index", f"{search.prefix}-%Y.%m.%d",
+                            "--batch-records", "50", "--max-records-per-sec", "100"))
+    # Four batches of 50 at 100 records/s: the last one goes 1.5 s after the first.
+    assert time.monotonic() - started >= 1.5
+    assert summary["indexed"] == 200
+    search.refresh()
+    assert search.count_by_log_id() == {log_id: 1 for log_id in ids}
 
 
 def test_redrive_from_an_s3_dead_letter_store(aws, pipeline, search, run_drsink):

@@ -17,7 +17,7 @@ import pytest
 
 import servers
 from faultproxy import FaultProxy
-from harness import Search, dead_letters, ndjson, ok, wait_for
+from harness import Search, dead_letters, letters_file, ndjson, ok, wait_for
 
 TIMESTAMP = "2026-11-21T10:00:00Z"
 
@@ -406,18 +406,6 @@ def holds_open(pid: int, name: str) -> bool:
     return False
 
 
-def letters_file(tmp_path: Path, ids: list[str]) -> Path:
-    """A directory holding one dead-letter file: a rejected record per log_id."""
-    source = tmp_path / "letters"
-    source.mkdir()
-    with (source / "dead-letter-old.ndjson").open("w") as f:
-        for n, log_id in enumerate(ids):
-            f.write(json.dumps({"reason": "rejected by the sink: test", "bucket": "b", "key": "k.ndjson",
-                                "line": n + 1, "record": json.dumps({"log_id": log_id, "@timestamp": TIMESTAMP})})
-                    + "\n")
-    return source
-
-
 def assert_indexed_or_kept_once(search, store: Path, ids: list[str]):
     """Every log_id is indexed or kept in the store, and none kept twice; -> the counts indexed."""
     kept = [json.loads(e["record"])["log_id"] for e in dead_letters(store)]
@@ -469,6 +457,31 @@ def test_redrive_interrupted_between_small_batches_keeps_the_rest(search, fault_
     assert 0 < len(indexed) < len(ids), len(indexed)
     assert set(indexed.values()) == {1}
     assert fault_proxy.stats["largest_bulk_body"] <= 2000
+
+
+def test_redrive_given_up_keeps_only_the_entries_not_yet_settled(search, fault_proxy, start_drsink, tmp_path):
+    """A redrive batch in which the cluster takes one record, rejects one (a new dead letter)
+    and keeps throttling the third is given up at --shutdown-timeout after a SIGTERM: the
+    throttled record is kept, the rejected one is in the store once (its new letter, not
+    also its old one), and the accepted one is not kept."""
+    ids = ["settle-ok", "settle-rejected", "settle-throttled"]
+    source = letters_file(tmp_path, ids)
+    store = tmp_path / "store"
+    fault_proxy.configure(item_status_by_log_id={"settle-rejected": 400, "settle-throttled": 429})
+    proc = start_drsink("redrive", "--from", str(source), "--dead-letter", str(store), "--es-url", fault_proxy.url,
+                        "--index", f"{search.prefix}-%Y.%m.%d", "--fallback-index", f"{search.prefix}-undated",
+                        "--max-retry-interval", "1", "--shutdown-timeout", "1")
+    wait_for(lambda: fault_proxy.stats["bulk_requests"] >= 2, 30, "a retry of the throttled record")
+    proc.send_signal(signal.SIGTERM)
+    rc, out, err, _ = proc.wait(30)
+    assert rc != 0 and "interrupted" in err, err
+    assert not list(source.glob("*.ndjson"))
+    kept = {json.loads(e["record"])["log_id"]: e for e in dead_letters(store)}
+    assert len(dead_letters(store)) == 2 and set(kept) == {"settle-rejected", "settle-throttled"}, kept
+    assert "mapper_parsing_exception" in kept["settle-rejected"]["reason"], kept
+    assert kept["settle-throttled"]["reason"] == "rejected by the sink: test"  # the old letter, as it was
+    search.refresh()
+    assert search.count_by_log_id() == {"settle-ok": 1}
 
 
 def test_redrive_takes_a_running_workers_letters(aws, pipeline, search, worker_args, start_drsink,

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import socket
 import subprocess
 import time
 
 import pytest
 
-from harness import dead_letters, gz, ndjson, ok, unique, wait_for
+from harness import dead_letters, gz, letters_file, ndjson, ok, unique, wait_for
 from hec_receiver import HecReceiver
 
 TOKEN = "5f3c8e1a-7b2d-4c9e-a1f0-8d6b4e2c9a71"
@@ -161,6 +162,29 @@ def test_acks_awaited_across_a_hec_restart_are_not_taken_from_new_requests(aws, 
         assert summary["indexed"] == 60 and summary["failed"] == 0
         assert aws.queue_depth(pipeline.queue_url) == 0
         assert "an ackId it had given before" in result.stderr, result.stderr[-4000:]
+
+
+def test_a_redrive_stopped_while_splunk_acknowledges_finishes_its_request(aws, start_drsink, run_drsink, tmp_path):
+    """SIGTERM while a redrive waits for HEC's acknowledgement of a request HEC took: the
+    request finishes within --shutdown-timeout, its events are recorded and not kept, so a
+    second redrive sends nothing again (Splunk cannot merge the copies)."""
+    ids = [f"redriven-{i}" for i in range(20)]
+    source = letters_file(tmp_path, ids)
+    store = tmp_path / "store"
+    with HecReceiver(token=TOKEN, ack=True, ack_delay=3.0) as hec:
+        redrive = ["redrive", "--from", str(source), "--dead-letter", str(store), "--sink", "splunk-hec",
+                   "--hec-url", hec.url, "--hec-ack", "--dedup-ledger-path", str(tmp_path / "ledger"),
+                   "--max-retry-interval", "1"]
+        proc = start_drsink(*redrive, env=ENV)
+        wait_for(lambda: len(hec.counts()) == 20 or not proc.running(), 30, "the events at HEC")
+        assert hec.pending_acks() == 1
+        proc.send_signal(signal.SIGTERM)
+        rc, out, err, summary = proc.wait(30)
+        assert hec.pending_acks() == 0 and summary["indexed"] == 20, err
+        assert not list(source.glob("*.ndjson")) and not dead_letters(store)
+        again = ok(run_drsink(*redrive, env=ENV))
+        assert again["records"] == 0
+        assert hec.counts() == {log_id: 1 for log_id in ids}
 
 
 def test_hec_ack_against_a_token_without_ack(aws, pipeline, hec_args, run_drsink):
