@@ -65,7 +65,7 @@ pub struct BackfillArgs {
     pub start_after: Option<String>,
 
     /// Replay objects from this time on (RFC 3339 or YYYY-MM-DD): the date in
-    /// the key when it has a date partition, else LastModified.
+    /// the key (or its folders) when it has a date partition, else LastModified.
     #[arg(long, env = "DRSINK_SINCE", value_parser = |s: &str| crate::listing::parse_bound(s, false))]
     pub since: Option<chrono::DateTime<chrono::Utc>>,
 

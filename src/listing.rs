@@ -112,6 +112,19 @@ fn partition_days(path: &str, root: &str, key: bool) -> Option<(NaiveDate, Naive
     inside_root.filter(|_| key)
 }
 
+/// The days a key covers: its own date partition, or else that of the
+/// nearest folder above it that has one (`logs/2026/11/web-3/app.gz` is of
+/// November 2026, as the prefix `logs/2026/11/` is). So a key is judged by
+/// LastModified, which a copied archive has of the copy, only when no folder
+/// it is in is a date.
+fn key_days(key: &str, root: &str) -> Option<(NaiveDate, NaiveDate)> {
+    partition_days(key, root, true).or_else(|| {
+        key.match_indices('/')
+            .rev()
+            .find_map(|(at, _)| partition_days(&key[..=at], root, true))
+    })
+}
+
 /// The date partition starting at byte `at` of `path`: where it ends, and
 /// the days it covers.
 fn date_at(path: &str, at: usize) -> Option<(usize, (NaiveDate, NaiveDate))> {
@@ -305,7 +318,7 @@ pub async fn list(
                     if !selection.is_after_start(key) {
                         continue;
                     }
-                    let selected = match partition_days(key, &root, true) {
+                    let selected = match key_days(key, &root) {
                         Some((first, last)) => selection.range.overlaps_days(first, last),
                         None => object
                             .last_modified()
@@ -391,6 +404,22 @@ mod tests {
         assert_eq!(key("journaux/é/2026/11/21/ü.gz"), Some((d, d)));
         assert_eq!(key("ü/year=2026/month=11/day=21/ü"), Some((d, d)));
         assert_eq!(key("日志/ü"), None);
+    }
+
+    #[test]
+    fn a_key_in_a_month_or_year_folder_takes_its_days() {
+        let november = Some((day(2026, 11, 1), day(2026, 11, 30)));
+        assert_eq!(key_days("logs/2026/11/app.gz", ""), november);
+        assert_eq!(key_days("logs/2026/11/web-3/app.gz", ""), november);
+        assert_eq!(
+            key_days("logs/2026/app.gz", ""),
+            Some((day(2026, 1, 1), day(2026, 12, 31)))
+        );
+        // A key's own date still decides, and a key with none has none.
+        let d = day(2026, 11, 21);
+        assert_eq!(key_days("logs/2026/11/app-2026-11-21.gz", ""), Some((d, d)));
+        assert_eq!(key_days("logs/app.gz", ""), None);
+        assert_eq!(key_days("app.gz", ""), None);
     }
 
     #[test]

@@ -181,6 +181,10 @@ def test_since_until_selects_partitions_and_dry_run_reads_nothing(aws, search, r
         "logs/firehose-2026-11-21-12-00-00-x.log": True,
         "logs/2026/11/22/d.log": False,
         "logs/2025/e.log": False,
+        # No day of their own: judged by their month's folder, not by LastModified (now).
+        "logs/2026/11/g.log": True,
+        "logs/2026/11/web-3/h.log": True,
+        "logs/2026/10/i.log": False,
         # No date in the key: its LastModified (now) is outside the range.
         "logs/undated/f.log": False,
     }
