@@ -54,6 +54,30 @@ impl Checkpoint {
     pub fn open(path: &Path, kind: Kind) -> io::Result<Checkpoint> {
         let context =
             |e: io::Error| io::Error::new(e.kind(), format!("checkpoint {}: {e}", path.display()));
+        let mut journal = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(path)
+            .map_err(context)?;
+        // Held while this run lasts: two backfills sharing a checkpoint would
+        // each replay what the other is replaying (doubles in Splunk).
+        match journal.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!(
+                        "checkpoint {} is in use by another backfill: give each run a checkpoint file of its own",
+                        path.display()
+                    ),
+                ))
+            }
+            Err(std::fs::TryLockError::Error(e)) => tracing::warn!(
+                checkpoint = %path.display(),
+                "cannot lock the checkpoint ({e}); do not share it with another backfill"
+            ),
+        }
         let mut done = HashSet::new();
         // A file without a header is of the kind that came first.
         let mut found = None;
@@ -91,12 +115,6 @@ impl Checkpoint {
             }
             _ => {}
         }
-        let mut journal = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .open(path)
-            .map_err(context)?;
         // Close a line torn by a crash, so the next entry starts a line.
         let length = journal.metadata().map_err(context)?.len();
         if length > 0 {
@@ -200,9 +218,17 @@ mod tests {
         assert!(!again.is_done("b", "k 3"));
         again.record("b", "k 3").unwrap();
         again.record_all([("b", "k 4"), ("c", "k 4")]).unwrap();
+        // Not shared with another run while this one has it open.
+        let error = Checkpoint::open(&path, Kind::Replayed).err().unwrap();
+        assert_eq!(
+            error.to_string(),
+            format!("checkpoint {} is in use by another backfill: give each run a checkpoint file of its own", path.display())
+        );
+        drop(again);
         let last = Checkpoint::open(&path, Kind::Replayed).unwrap();
         assert_eq!(last.len(), 5);
         assert!(last.is_done("b", "k 3") && last.is_done("b", "k 4") && last.is_done("c", "k 4"));
+        drop(last);
         let error = Checkpoint::open(&path, Kind::Enqueued).err().unwrap();
         assert_eq!(
             error.to_string(),
@@ -224,6 +250,7 @@ mod tests {
         let again = Checkpoint::open(&path, Kind::Enqueued).unwrap();
         assert_eq!(again.len(), 1);
         assert!(again.is_done("b", "k 1"));
+        drop(again);
         let error = Checkpoint::open(&path, Kind::Replayed).err().unwrap();
         assert!(
             error.to_string().contains(
