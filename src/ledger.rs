@@ -338,6 +338,10 @@ impl RedisLedger {
         owner: &str,
     ) -> Result<Self, String> {
         let describe = redact(url);
+        // `rediss://` uses the process's default TLS provider, and two are
+        // built in (the AWS SDK's and reqwest's): without a choice it panics.
+        // An error only says one is chosen already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = redis::Client::open(url)
             .map_err(|e| format!("--dedup-ledger {describe} is not a usable Redis URL: {e}"))?;
         let config = redis::aio::ConnectionManagerConfig::new()
