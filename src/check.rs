@@ -17,7 +17,7 @@ use crate::ledger::LedgerSpec;
 use crate::object::ObjectStore;
 use crate::setup::{self, Naming, TemplateArgs};
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub struct CheckArgs {
     /// Queue of the S3 notifications to check (the worker's --queue-url).
     #[arg(long, env = "DRSINK_QUEUE_URL")]

@@ -20,7 +20,7 @@ use crate::cli::Cli;
 /// The environment variable naming the configuration file.
 pub const CONFIG_ENV: &str = "DRSINK_CONFIG";
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub struct ConfigArgs {
     /// The command and flags whose effective configuration to print, e.g. `worker --es-url …`.
     #[arg(

@@ -33,7 +33,7 @@ pub struct TemplateArgs {
     pub template_name: Option<String>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub struct SetupArgs {
     /// Delete indices this many days after their creation (ILM on Elasticsearch,
     /// ISM on OpenSearch); default: no retention policy.
