@@ -3,13 +3,21 @@
 //! Each record is a `create` (or `index`) action with `_id` = log_id, so the
 //! second copy of a record merges with the first. The HTTP status of `_bulk`
 //! says almost nothing: every item of the response is read.
+//!
+//! The response is asked for only what drsink reads of each item
+//! (`filter_path`, as Beats and Logstash do): a cluster's full item repeats
+//! the index, id, version, shards and sequence number, about 190 bytes per
+//! record, which is as much response to read as a third of the logs sent.
 
+use std::borrow::Cow;
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::auth::EsConnection;
@@ -26,6 +34,10 @@ pub struct Elasticsearch {
     base: reqwest::Url,
     action: EsAction,
     indices: IndexPattern,
+    /// Whether `_bulk` asks for the filtered response; turned off for good
+    /// when the server refuses `filter_path` (a proxy or a compatible store
+    /// that knows only the bulk API itself).
+    filter_responses: AtomicBool,
 }
 
 impl Elasticsearch {
@@ -54,6 +66,7 @@ impl Elasticsearch {
             base,
             action,
             indices,
+            filter_responses: AtomicBool::new(true),
         })
     }
 
@@ -199,25 +212,43 @@ fn write_id(out: &mut Vec<u8>, record: &Record<'_>) {
 }
 
 #[derive(Deserialize)]
-struct BulkResponse {
-    items: Vec<BulkItem>,
+struct BulkResponse<'a> {
+    #[serde(borrow)]
+    items: Vec<BulkItem<'a>>,
 }
 
 #[derive(Deserialize)]
-enum BulkItem {
-    #[serde(rename = "create")]
-    Create(ItemResult),
-    #[serde(rename = "index")]
-    Index(ItemResult),
+enum BulkItem<'a> {
+    #[serde(rename = "create", borrow)]
+    Create(ItemResult<'a>),
+    #[serde(rename = "index", borrow)]
+    Index(ItemResult<'a>),
 }
 
 #[derive(Deserialize)]
-struct ItemResult {
+struct ItemResult<'a> {
     status: u16,
-    #[serde(default)]
-    result: Option<String>,
-    #[serde(default)]
-    error: Option<Value>,
+    #[serde(default, borrow)]
+    result: Option<Cow<'a, str>>,
+    /// Left as text until an outcome needs it: in a failover most items are
+    /// duplicates, each with an error that says only that.
+    #[serde(default, borrow)]
+    error: Option<&'a RawValue>,
+}
+
+/// The fields of each item `classify` reads, as a `filter_path`.
+fn filter_path(action: EsAction) -> &'static str {
+    match action {
+        EsAction::Create => "items.*.status,items.*.error",
+        // An overwrite (`updated`, `noop`) counts as a duplicate.
+        EsAction::Index => "items.*.status,items.*.result,items.*.error",
+    }
+}
+
+/// Whether a whole-request 400 is the server refusing `filter_path`
+/// (`request [/_bulk] contains unrecognized parameter: [filter_path]`).
+fn refuses_filter_path(body: &[u8]) -> bool {
+    memchr::memmem::find(body, b"filter_path").is_some()
 }
 
 /// Errors that pass when the cluster has caught up.
@@ -230,30 +261,34 @@ const TRANSIENT_TYPES: &[&str] = &[
     "process_cluster_event_timeout_exception",
 ];
 
-fn classify(action: EsAction, item: &ItemResult) -> ItemOutcome {
-    let error_type = item
+fn classify(action: EsAction, item: &ItemResult<'_>) -> ItemOutcome {
+    match item.status {
+        200..=299 if matches!(item.result.as_deref(), Some("updated" | "noop")) => {
+            return ItemOutcome::Duplicate
+        }
+        200..=299 => return ItemOutcome::Indexed,
+        409 if action == EsAction::Create => return ItemOutcome::Duplicate,
+        _ => {}
+    }
+    let error: Option<Value> = item
         .error
+        .and_then(|raw| serde_json::from_str(raw.get()).ok());
+    let error_type = error
         .as_ref()
         .and_then(|e| e.get("type"))
         .and_then(Value::as_str);
     match item.status {
-        200..=299 if matches!(item.result.as_deref(), Some("updated" | "noop")) => {
-            ItemOutcome::Duplicate
-        }
-        200..=299 => ItemOutcome::Indexed,
-        409 if action == EsAction::Create => ItemOutcome::Duplicate,
         // An index made read-only (ILM/ISM `readonly`, a shrink, or by hand)
         // takes none of the late records meant for it: holding their
         // messages would wedge the queue for good. The other blocks pass (a
         // full disk's read-only-allow-delete, 429) or concern every record
         // alike (the cluster read-only, 403 below).
-        403 if item
-            .error
+        403 if error
             .as_ref()
             .and_then(block_reason)
             .is_some_and(blocks_index_writes) =>
         {
-            ItemOutcome::Reject(item.error.clone().unwrap_or_default())
+            ItemOutcome::Reject(error.clone().unwrap_or_default())
         }
         // Permissions or a missing index (auto-create off) concern every
         // record alike: hold the messages until the cluster is fixed rather
@@ -273,11 +308,7 @@ fn classify(action: EsAction, item: &ItemResult) -> ItemOutcome {
         _ if error_type.is_some_and(|t| TRANSIENT_TYPES.contains(&t)) => {
             ItemOutcome::Retry(error_type.unwrap_or_default().to_owned())
         }
-        status => ItemOutcome::Reject(
-            item.error
-                .clone()
-                .unwrap_or_else(|| json!({ "status": status })),
-        ),
+        status => ItemOutcome::Reject(error.unwrap_or_else(|| json!({ "status": status }))),
     }
 }
 
@@ -328,17 +359,36 @@ impl Sink for Elasticsearch {
     }
 
     async fn send(&self, body: Bytes, items: usize) -> Result<Vec<ItemOutcome>, SendError> {
-        let request = self
-            .client
-            .post(self.endpoint("_bulk"))
-            .header(reqwest::header::CONTENT_TYPE, "application/x-ndjson")
-            .body(body);
-        let response = self.execute(request).await.map_err(SendError::Transient)?;
-        let status = response.status();
-        let text = response
-            .bytes()
-            .await
-            .map_err(|e| SendError::Transient(transport_error(e)))?;
+        let (status, text) = loop {
+            let filtered = self.filter_responses.load(Ordering::Relaxed);
+            let mut url = self.endpoint("_bulk");
+            if filtered {
+                url.query_pairs_mut()
+                    .append_pair("filter_path", filter_path(self.action));
+            }
+            let request = self
+                .client
+                .post(url)
+                .header(reqwest::header::CONTENT_TYPE, "application/x-ndjson")
+                .body(body.clone());
+            let response = self.execute(request).await.map_err(SendError::Transient)?;
+            let status = response.status();
+            let text = response
+                .bytes()
+                .await
+                .map_err(|e| SendError::Transient(transport_error(e)))?;
+            if filtered && status.as_u16() == 400 && refuses_filter_path(&text) {
+                // Nothing was written: the request is sent again at once.
+                if self.filter_responses.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "{} does not take filter_path; bulk responses are read whole",
+                        self.describe()
+                    );
+                }
+                continue;
+            }
+            break (status, text);
+        };
         if status.as_u16() == 403 {
             if let Some(reason) = cluster_block(&text) {
                 return Err(SendError::Transient(format!(
@@ -438,55 +488,83 @@ mod tests {
     use super::*;
     use crate::records::Position;
 
-    fn item(status: u16, result: Option<&str>, error: Option<Value>) -> ItemResult {
-        ItemResult {
-            status,
-            result: result.map(str::to_owned),
-            error,
-        }
+    /// How an item the cluster answered with these fields is classified.
+    fn outcome(
+        action: EsAction,
+        status: u16,
+        result: Option<&str>,
+        error: Option<Value>,
+    ) -> ItemOutcome {
+        let text = json!({ "status": status, "result": result, "error": error }).to_string();
+        let item: ItemResult = serde_json::from_str(&text).expect("an item");
+        classify(action, &item)
     }
 
     #[test]
     fn bulk_items_are_classified_by_status_and_error_type() {
         use ItemOutcome::*;
         let c = EsAction::Create;
-        assert_eq!(classify(c, &item(201, Some("created"), None)), Indexed);
+        assert_eq!(outcome(c, 201, Some("created"), None), Indexed);
         assert_eq!(
-            classify(
+            outcome(
                 c,
-                &item(
-                    409,
-                    None,
-                    Some(json!({"type": "version_conflict_engine_exception"}))
-                )
+                409,
+                None,
+                Some(json!({"type": "version_conflict_engine_exception"}))
             ),
             Duplicate
         );
         assert_eq!(
-            classify(EsAction::Index, &item(200, Some("updated"), None)),
+            outcome(EsAction::Index, 200, Some("updated"), None),
             Duplicate
         );
         assert_eq!(
-            classify(
+            outcome(
                 c,
-                &item(
-                    429,
-                    None,
-                    Some(json!({"type": "es_rejected_execution_exception"}))
-                )
+                429,
+                None,
+                Some(json!({"type": "es_rejected_execution_exception"}))
             ),
             Retry("HTTP 429: es_rejected_execution_exception".into())
         );
         assert_eq!(
-            classify(c, &item(503, None, None)),
+            outcome(c, 503, None, None),
             Retry("HTTP 503: server error".into())
         );
         let mapping =
             json!({"type": "mapper_parsing_exception", "reason": "failed to parse field"});
         assert_eq!(
-            classify(c, &item(400, None, Some(mapping.clone()))),
+            outcome(c, 400, None, Some(mapping.clone())),
             Reject(mapping)
         );
+    }
+
+    #[test]
+    fn whole_and_filtered_responses_read_alike() {
+        use ItemOutcome::*;
+        // As Elasticsearch 8 answers without filter_path, and with drsink's.
+        let whole = br#"{"took":3,"errors":true,"items":[
+            {"create":{"_index":"logs-2026.11.22","_id":"a","_version":1,"result":"created","_shards":{"total":2,"successful":1,"failed":0},"_seq_no":0,"_primary_term":1,"status":201}},
+            {"create":{"_index":"logs-2026.11.22","_id":"b","status":409,"error":{"type":"version_conflict_engine_exception","reason":"[b]: version conflict, document already exists (current version [1])","index_uuid":"x","shard":"0","index":"logs-2026.11.22"}}},
+            {"create":{"_index":"logs-2026.11.22","_id":"c","status":400,"error":{"type":"document_parsing_exception","reason":"[1:9] failed to parse field [n] of type [long]","caused_by":{"type":"illegal_argument_exception","reason":"For input string: \"x\""}}}}]}"#;
+        let filtered = br#"{"items":[{"create":{"status":201}},{"create":{"status":409,"error":{"type":"version_conflict_engine_exception","reason":"[b]: version conflict"}}},{"create":{"status":400,"error":{"type":"document_parsing_exception","reason":"[1:9] failed to parse field [n] of type [long]"}}}]}"#;
+        for body in [&whole[..], &filtered[..]] {
+            let parsed: BulkResponse = serde_json::from_slice(body).expect("a bulk response");
+            let outcomes: Vec<ItemOutcome> = parsed
+                .items
+                .iter()
+                .map(|(BulkItem::Create(r) | BulkItem::Index(r))| classify(EsAction::Create, r))
+                .collect();
+            assert!(matches!(
+                &outcomes[..],
+                [Indexed, Duplicate, Reject(error)] if error["type"] == "document_parsing_exception"
+            ));
+        }
+        let refusal = br#"{"error":{"root_cause":[{"type":"illegal_argument_exception","reason":"request [/_bulk] contains unrecognized parameter: [filter_path]"}],"type":"illegal_argument_exception","reason":"request [/_bulk] contains unrecognized parameter: [filter_path]"},"status":400}"#;
+        assert!(refuses_filter_path(refusal));
+        assert!(!refuses_filter_path(
+            br#"{"error":{"type":"illegal_argument_exception","reason":"Malformed action/metadata line [1]"},"status":400}"#
+        ));
     }
 
     #[test]
@@ -507,7 +585,7 @@ mod tests {
         let block = |status: u16, reason: &str| {
             let error = json!({"type": "cluster_block_exception", "reason": reason});
             (
-                classify(EsAction::Create, &item(status, None, Some(error.clone()))),
+                outcome(EsAction::Create, status, None, Some(error.clone())),
                 error,
             )
         };

@@ -39,6 +39,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import requests
 
@@ -99,6 +100,9 @@ class FaultProxy:
         self.delay = 0.0
         self.down = False
         self.redirect_bulk = False  # answer bulk requests with a 307 to the upstream
+        # Answer a bulk request that asks for filter_path with the 400 of a server that
+        # does not know the parameter.
+        self.refuse_filter_path = False
         # In front of moto: answer this many visibility extensions with SQS's
         # MessageNotInflight (what a stale receipt handle gets).
         self.sqs_not_inflight = 0
@@ -107,7 +111,8 @@ class FaultProxy:
         self.s3_deny_get = False
         self.stats: dict[str, int] = dict.fromkeys(
             ["requests", "bulk_requests", "failed_requests", "forwarded_items", "rejected_items", "cut",
-             "largest_bulk_body", "redirected", "not_inflight"], 0)
+             "largest_bulk_body", "redirected", "not_inflight", "filtered_bulk_requests",
+             "refused_filter_path"], 0)
         self._local = threading.local()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -117,7 +122,7 @@ class FaultProxy:
     def configure(self, **settings: Any) -> "FaultProxy":
         """Change faults at runtime: request_fail_share, request_fail_statuses,
         request_fail_error, item_reject_share, item_status_by_log_id, delay, down, redirect_bulk,
-        sqs_not_inflight, s3_deny_get."""
+        refuse_filter_path, sqs_not_inflight, s3_deny_get."""
         with self._lock:
             for name, value in settings.items():
                 if not hasattr(self, name) or name.startswith("_") or name in ("upstream", "stats"):
@@ -271,6 +276,14 @@ class _Handler(BaseHTTPRequestHandler):
             proxy.count("redirected")
             status, out_headers, content = 307, {"Location": proxy.upstream + self.path}, b""
         elif self.command in ("POST", "PUT") and path.rstrip("/").endswith("/_bulk"):
+            filtered = "filter_path" in parse_qs(urlsplit(self.path).query)
+            proxy.count("filtered_bulk_requests", int(filtered))
+            if filtered and proxy.refuse_filter_path:
+                proxy.count("refused_filter_path")
+                reason = "request [/_bulk] contains unrecognized parameter: [filter_path]"
+                return self.answer(400, {"Content-Type": "application/json"}, json.dumps(
+                    {"error": {"root_cause": [{"type": "illegal_argument_exception", "reason": reason}],
+                               "type": "illegal_argument_exception", "reason": reason}, "status": 400}).encode())
             status, out_headers, content = proxy.bulk(self.command, self.path, headers, body)
             if proxy.delay:
                 time.sleep(proxy.delay)

@@ -311,6 +311,34 @@ def test_a_redirect_from_the_cluster_is_not_followed(aws, pipeline, search, faul
     assert aws.queue_depth(pipeline.queue_url) == 1
 
 
+def test_bulk_responses_are_filtered_unless_the_server_refuses(aws, pipeline, search, fault_proxy, worker_args,
+                                                               run_drsink):
+    """Bulk requests ask for only the fields drsink reads of each item (`filter_path`): a
+    cluster's whole answer repeats index, id, version and shards for every record. A
+    server that refuses the parameter (a 400 naming it) gets the same request again
+    without it, once, and every later one without it; nothing is lost or doubled."""
+    ids = put_objects(aws, pipeline, "filtered", objects=2, records=15)
+    summary = ok(run_drsink(*worker_args(pipeline.queue_url, "--batch-records", "10", es_url=fault_proxy.url)))
+    assert summary["indexed"] == 30 and summary["retried"] == 0
+    requests = fault_proxy.stats["bulk_requests"]
+    assert requests >= 4 and fault_proxy.stats["filtered_bulk_requests"] == requests
+
+    fault_proxy.configure(refuse_filter_path=True)
+    ids += put_objects(aws, pipeline, "whole", objects=2, records=15)
+    rc, _, err, summary = run_drsink(*worker_args(pipeline.queue_url, "--batch-records", "10",
+                                                  es_url=fault_proxy.url))
+    assert rc == 0, err
+    # The two objects' first requests may both leave before the first refusal is back.
+    refused = fault_proxy.stats["refused_filter_path"]
+    assert refused in (1, 2)
+    assert fault_proxy.stats["filtered_bulk_requests"] == requests + refused
+    assert fault_proxy.stats["bulk_requests"] >= requests + 4  # the refused ones are not forwarded
+    assert err.count("does not take filter_path; bulk responses are read whole") == 1, err
+    assert summary["indexed"] == 30 and summary["dead_lettered"] == 0 and summary["failed"] == 0
+    assert_exactly_once(search, ids)
+    assert aws.queue_depth(pipeline.queue_url) == 0
+
+
 def test_a_message_sqs_no_longer_holds_is_given_up(aws, pipeline, search, fault_proxy, moto_url, worker_args,
                                                    run_drsink):
     """SQS answers a visibility extension with MessageNotInflight (the receipt handle is

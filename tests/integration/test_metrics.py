@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import quote, unquote
 
 import pytest
 import requests
@@ -220,7 +221,11 @@ def _sigv4_signature(req: dict, secret: str, region: str, service: str) -> str:
     assert match, headers["authorization"]
     _, date, _, _, signed, _ = match.groups()
     path, _, query = req["path"].partition("?")
-    canonical_query = "&".join(sorted(query.split("&"))) if query else ""
+    # Names and values as AWS canonicalizes them: decoded, then every byte but
+    # A-Z a-z 0-9 - _ . ~ percent-encoded (`*` too, which URLs may leave bare).
+    pairs = [pair.partition("=") for pair in query.split("&")] if query else []
+    canonical_query = "&".join(sorted(
+        f"{quote(unquote(name), safe='-_.~')}={quote(unquote(value), safe='-_.~')}" for name, _, value in pairs))
     canonical_headers = "".join(f"{h}:{' '.join(headers[h].split())}\n" for h in signed.split(";"))
     payload = hashlib.sha256(req["body"]).hexdigest()
     canonical = "\n".join([req["method"], path, canonical_query, canonical_headers, signed, payload])
