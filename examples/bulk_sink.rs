@@ -1,19 +1,26 @@
-//! A fast local `_bulk` endpoint that accepts everything, so that benchmarks
-//! measure drsink rather than a search server.
+//! A fast local `_bulk` endpoint, so that benchmarks measure drsink rather
+//! than a search server.
 //!
 //!   bulk_sink [ADDR] [PORT_FILE]      (default 127.0.0.1:0)
 //!
 //! Prints (and writes to PORT_FILE) the bound address. Speaks just enough
 //! HTTP/1.1 for reqwest: keep-alive, `Content-Length` bodies. `POST
-//! …/_bulk` answers one `{"create":{"status":201}}` item per action line (a
-//! bulk body is action/document line pairs), so drsink's per-item accounting
-//! works. `GET /_bench_stats` answers what it saw since the previous call
-//! (requests, items, body bytes, first-to-last bulk request seconds) and
-//! starts counting anew. Any other request gets `200 {}`. One thread, so its
-//! CPU use is easy to tell apart; it counts newlines with memchr and copies
-//! nothing twice, far below the cost of producing the bodies.
+//! …/_bulk` answers every action as Elasticsearch 8 does, item by item: the
+//! first `create` (or `index`) of an `_index`/`_id` is `201 created` with the
+//! index, id, version, shards and sequence number; a later `create` of the
+//! same id is the `409` version conflict, a later `index` a `200 updated`. The
+//! ids seen are remembered (as 64-bit hashes) until `POST /_bench_forget`, so
+//! a replay of the same objects meets duplicates as a cluster would. A
+//! `filter_path` of `items.*.FIELD` entries keeps only those fields of each
+//! item, as the cluster does. `GET /_bench_stats` answers what it saw since
+//! the previous call (requests, items, duplicates, body and response bytes,
+//! first-to-last bulk request seconds) and starts counting anew. Any other
+//! request gets a root answer. One thread, so its CPU use is easy to tell
+//! apart.
 
+use std::collections::HashSet;
 use std::io;
+use std::io::Write as _;
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -24,7 +31,9 @@ use tokio::net::{TcpListener, TcpStream};
 struct Stats {
     requests: u64,
     items: u64,
+    duplicates: u64,
     body_bytes: u64,
+    response_bytes: u64,
     first: Option<Instant>,
     last: Option<Instant>,
 }
@@ -32,12 +41,15 @@ struct Stats {
 static STATS: Mutex<Stats> = Mutex::new(Stats {
     requests: 0,
     items: 0,
+    duplicates: 0,
     body_bytes: 0,
+    response_bytes: 0,
     first: None,
     last: None,
 });
 
-const ITEM: &[u8] = br#"{"create":{"status":201}}"#;
+/// Hashes of the `_index`/`_id` pairs written so far.
+static SEEN: Mutex<Option<HashSet<u64>>> = Mutex::new(None);
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> io::Result<()> {
@@ -73,8 +85,8 @@ fn take_stats() -> String {
         _ => 0.0,
     };
     format!(
-        "{{\"requests\":{},\"items\":{},\"body_bytes\":{},\"window_seconds\":{window:.3}}}",
-        s.requests, s.items, s.body_bytes
+        "{{\"requests\":{},\"items\":{},\"duplicates\":{},\"body_bytes\":{},\"response_bytes\":{},\"window_seconds\":{window:.3}}}",
+        s.requests, s.items, s.duplicates, s.body_bytes, s.response_bytes
     )
 }
 
@@ -130,29 +142,22 @@ async fn serve(mut stream: TcpStream) -> io::Result<()> {
 
         response.clear();
         let path_only = path.split('?').next().unwrap_or_default();
+        let query = path.split_once('?').map_or("", |(_, q)| q);
         let json: Vec<u8> = if method == "POST" && path_only.ends_with("/_bulk") {
-            let newlines = memchr::memchr_iter(b'\n', body).count();
-            let lines = newlines + usize::from(body.last().is_some_and(|&b| b != b'\n'));
-            let items = lines / 2;
-            {
-                let mut s = STATS.lock().unwrap();
-                s.requests += 1;
-                s.items += items as u64;
-                s.body_bytes += length as u64;
-                s.first.get_or_insert(started);
-            }
-            let mut out = Vec::with_capacity(40 + items * (ITEM.len() + 1));
-            out.extend_from_slice(br#"{"took":1,"errors":false,"items":["#);
-            for i in 0..items {
-                if i > 0 {
-                    out.push(b',');
-                }
-                out.extend_from_slice(ITEM);
-            }
-            out.extend_from_slice(b"]}");
+            let (out, items, duplicates) = answer_bulk(body, query);
+            let mut s = STATS.lock().unwrap();
+            s.requests += 1;
+            s.items += items;
+            s.duplicates += duplicates;
+            s.body_bytes += length as u64;
+            s.response_bytes += out.len() as u64;
+            s.first.get_or_insert(started);
             out
         } else if path_only == "/_bench_stats" {
             take_stats().into_bytes()
+        } else if path_only == "/_bench_forget" {
+            *SEEN.lock().unwrap() = None;
+            b"{}".to_vec()
         } else {
             br#"{"name":"bulk_sink","version":{"number":"8.15.0"}}"#.to_vec()
         };
@@ -174,6 +179,155 @@ async fn serve(mut stream: TcpStream) -> io::Result<()> {
             return Ok(());
         }
     }
+}
+
+/// The response to a bulk body, the number of items and of duplicates.
+fn answer_bulk(body: &[u8], query: &str) -> (Vec<u8>, u64, u64) {
+    // `filter_path=items.*.status,items.*.error` (percent-encoded or not).
+    let filter: Option<Vec<String>> = query.split('&').find_map(|pair| {
+        let value = pair.strip_prefix("filter_path=")?;
+        let value = value.replace("%2C", ",").replace("%2c", ",");
+        Some(value.split(',').map(str::to_owned).collect())
+    });
+    let wants = |field: &str| {
+        filter
+            .as_ref()
+            .is_none_or(|f| f.iter().any(|p| p == &format!("items.*.{field}")))
+    };
+    let (want_index, want_id, want_version, want_result) = (
+        wants("_index"),
+        wants("_id"),
+        wants("_version"),
+        wants("result"),
+    );
+    let (want_shards, want_seq, want_term) =
+        (wants("_shards"), wants("_seq_no"), wants("_primary_term"));
+    let (want_status, want_error) = (wants("status"), wants("error"));
+    let mut seen = SEEN.lock().unwrap();
+    let seen = seen.get_or_insert_with(HashSet::new);
+    let mut out = Vec::with_capacity(64 + body.len() / 2);
+    out.extend_from_slice(match filter {
+        None => br#"{"took":1,"items":["#,
+        Some(_) => br#"{"items":["#,
+    });
+    let (mut items, mut duplicates) = (0u64, 0u64);
+    // Action lines only: every other line, found with memchr.
+    let mut at = 0;
+    while at < body.len() {
+        let end = memchr::memchr(b'\n', &body[at..]).map_or(body.len(), |n| at + n);
+        let action = &body[at..end];
+        at = memchr::memchr(b'\n', &body[(end + 1).min(body.len())..])
+            .map_or(body.len(), |n| end + 1 + n + 1);
+        if action.is_empty() {
+            continue;
+        }
+        let kind = if action.starts_with(b"{\"index\"") {
+            "index"
+        } else {
+            "create"
+        };
+        let index = field(action, b"\"_index\":\"");
+        let id = field(action, b"\"_id\":\"");
+        let hash = |bytes: &[u8]| twox_hash::XxHash3_128::oneshot(bytes) as u64;
+        let key = hash(index).rotate_left(17) ^ hash(id);
+        let first = seen.insert(key);
+        if items > 0 {
+            out.push(b',');
+        }
+        items += 1;
+        let (status, result): (u16, &[u8]) = match (first, kind) {
+            (true, _) => (201, b"created"),
+            (false, "index") => (200, b"updated"),
+            (false, _) => (409, b""),
+        };
+        duplicates += u64::from(status == 409);
+        // Written straight into the answer: the sink must cost far less than
+        // drsink's reading of it.
+        out.extend_from_slice(if kind == "index" {
+            b"{\"index\":{"
+        } else {
+            b"{\"create\":{"
+        });
+        let mut fields = Fields {
+            out: &mut out,
+            any: false,
+        };
+        if want_index {
+            fields.add(&[b"\"_index\":\"", index, b"\""]);
+        }
+        if want_id {
+            fields.add(&[b"\"_id\":\"", id, b"\""]);
+        }
+        if status != 409 {
+            if want_version {
+                fields.add(&[b"\"_version\":", if first { b"1" } else { b"2" }]);
+            }
+            if want_result {
+                fields.add(&[b"\"result\":\"", result, b"\""]);
+            }
+            if want_shards {
+                fields.add(&[br#""_shards":{"total":2,"successful":1,"failed":0}"#]);
+            }
+            if want_seq {
+                fields.add(&[
+                    b"\"_seq_no\":",
+                    itoa::Buffer::new().format(items).as_bytes(),
+                ]);
+            }
+            if want_term {
+                fields.add(&[b"\"_primary_term\":1"]);
+            }
+        }
+        if want_status {
+            fields.add(&[
+                b"\"status\":",
+                itoa::Buffer::new().format(status).as_bytes(),
+            ]);
+        }
+        if status == 409 && want_error {
+            fields.add(&[
+                b"\"error\":{\"type\":\"version_conflict_engine_exception\",\"reason\":\"[",
+                id,
+                b"]: version conflict, document already exists (current version [1])\",\"index_uuid\":\"bUlKsInKbEnChUuId0000w\",\"shard\":\"0\",\"index\":\"",
+                index,
+                b"\"}",
+            ]);
+        }
+        out.extend_from_slice(b"}}");
+    }
+    out.push(b']');
+    if filter.is_none() {
+        let _ = write!(out, ",\"errors\":{}", duplicates > 0);
+    }
+    out.push(b'}');
+    (out, items, duplicates)
+}
+
+/// The fields of one item, comma-separated as they are added.
+struct Fields<'a> {
+    out: &'a mut Vec<u8>,
+    any: bool,
+}
+
+impl Fields<'_> {
+    fn add(&mut self, parts: &[&[u8]]) {
+        if self.any {
+            self.out.push(b',');
+        }
+        self.any = true;
+        parts
+            .iter()
+            .for_each(|part| self.out.extend_from_slice(part));
+    }
+}
+
+/// The JSON string value after `key` in an action line (no escapes expected).
+fn field<'a>(action: &'a [u8], key: &[u8]) -> &'a [u8] {
+    let Some(at) = find(action, key) else {
+        return b"";
+    };
+    let rest = &action[at + key.len()..];
+    &rest[..memchr::memchr(b'"', rest).unwrap_or(rest.len())]
 }
 
 async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
