@@ -19,9 +19,12 @@
 //! apart.
 
 use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::io::Write as _;
-use std::sync::Mutex;
+use std::sync::{LazyLock, Mutex};
+
+use memchr::memmem;
 use std::time::Instant;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -49,7 +52,34 @@ static STATS: Mutex<Stats> = Mutex::new(Stats {
 });
 
 /// Hashes of the `_index`/`_id` pairs written so far.
-static SEEN: Mutex<Option<HashSet<u64>>> = Mutex::new(None);
+static SEEN: Mutex<Option<Seen>> = Mutex::new(None);
+
+/// The keys are hashes already: the set takes them as they are.
+type Seen = HashSet<u64, BuildHasherDefault<AsIs>>;
+
+#[derive(Default)]
+struct AsIs(u64);
+
+impl Hasher for AsIs {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        bytes
+            .iter()
+            .for_each(|&b| self.0 = self.0.rotate_left(8) ^ u64::from(b));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+static INDEX_KEY: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(b"\"_index\":\""));
+static ID_KEY: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(b"\"_id\":\""));
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> io::Result<()> {
@@ -204,7 +234,8 @@ fn answer_bulk(body: &[u8], query: &str) -> (Vec<u8>, u64, u64) {
         (wants("_shards"), wants("_seq_no"), wants("_primary_term"));
     let (want_status, want_error) = (wants("status"), wants("error"));
     let mut seen = SEEN.lock().unwrap();
-    let seen = seen.get_or_insert_with(HashSet::new);
+    let seen =
+        seen.get_or_insert_with(|| Seen::with_capacity_and_hasher(1 << 22, Default::default()));
     let mut out = Vec::with_capacity(64 + body.len() / 2);
     out.extend_from_slice(match filter {
         None => br#"{"took":1,"items":["#,
@@ -226,8 +257,8 @@ fn answer_bulk(body: &[u8], query: &str) -> (Vec<u8>, u64, u64) {
         } else {
             "create"
         };
-        let index = field(action, b"\"_index\":\"");
-        let id = field(action, b"\"_id\":\"");
+        let index = field(action, &INDEX_KEY);
+        let id = field(action, &ID_KEY);
         let hash = |bytes: &[u8]| twox_hash::XxHash3_128::oneshot(bytes) as u64;
         let key = hash(index).rotate_left(17) ^ hash(id);
         let first = seen.insert(key);
@@ -322,11 +353,11 @@ impl Fields<'_> {
 }
 
 /// The JSON string value after `key` in an action line (no escapes expected).
-fn field<'a>(action: &'a [u8], key: &[u8]) -> &'a [u8] {
-    let Some(at) = find(action, key) else {
+fn field<'a>(action: &'a [u8], key: &memmem::Finder<'_>) -> &'a [u8] {
+    let Some(at) = key.find(action) else {
         return b"";
     };
-    let rest = &action[at + key.len()..];
+    let rest = &action[at + key.needle().len()..];
     &rest[..memchr::memchr(b'"', rest).unwrap_or(rest.len())]
 }
 
