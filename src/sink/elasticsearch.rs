@@ -9,7 +9,6 @@
 //! the index, id, version, shards and sequence number, about 190 bytes per
 //! record, which is as much response to read as a third of the logs sent.
 
-use std::borrow::Cow;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -35,8 +34,8 @@ pub struct Elasticsearch {
     action: EsAction,
     indices: IndexPattern,
     /// Whether `_bulk` asks for the filtered response; turned off for good
-    /// when the server refuses `filter_path` (a proxy or a compatible store
-    /// that knows only the bulk API itself).
+    /// when a request refused with `filter_path` is taken without it (a proxy
+    /// or a compatible store that knows only the bulk API itself).
     filter_responses: AtomicBool,
 }
 
@@ -228,28 +227,29 @@ enum BulkItem<'a> {
 #[derive(Deserialize)]
 struct ItemResult<'a> {
     status: u16,
-    #[serde(default, borrow)]
-    result: Option<Cow<'a, str>>,
+    #[serde(default)]
+    result: Option<Written>,
     /// Left as text until an outcome needs it: in a failover most items are
     /// duplicates, each with an error that says only that.
     #[serde(default, borrow)]
     error: Option<&'a RawValue>,
 }
 
-/// The fields of each item `classify` reads, as a `filter_path`.
-fn filter_path(action: EsAction) -> &'static str {
-    match action {
-        EsAction::Create => "items.*.status,items.*.error",
-        // An overwrite (`updated`, `noop`) counts as a duplicate.
-        EsAction::Index => "items.*.status,items.*.result,items.*.error",
-    }
+/// An item's `result`, as far as it tells a duplicate.
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Written {
+    /// `index` over an existing document.
+    Updated,
+    /// Nothing written: the same document again, or dropped by an ingest
+    /// pipeline (then with either action).
+    Noop,
+    #[serde(other)]
+    Other,
 }
 
-/// Whether a whole-request 400 is the server refusing `filter_path`
-/// (`request [/_bulk] contains unrecognized parameter: [filter_path]`).
-fn refuses_filter_path(body: &[u8]) -> bool {
-    memchr::memmem::find(body, b"filter_path").is_some()
-}
+/// The fields of each item `classify` reads.
+const FILTER_PATH: &str = "items.*.status,items.*.result,items.*.error";
 
 /// Errors that pass when the cluster has caught up.
 const TRANSIENT_TYPES: &[&str] = &[
@@ -263,7 +263,7 @@ const TRANSIENT_TYPES: &[&str] = &[
 
 fn classify(action: EsAction, item: &ItemResult<'_>) -> ItemOutcome {
     match item.status {
-        200..=299 if matches!(item.result.as_deref(), Some("updated" | "noop")) => {
+        200..=299 if matches!(item.result, Some(Written::Updated | Written::Noop)) => {
             return ItemOutcome::Duplicate
         }
         200..=299 => return ItemOutcome::Indexed,
@@ -359,12 +359,12 @@ impl Sink for Elasticsearch {
     }
 
     async fn send(&self, body: Bytes, items: usize) -> Result<Vec<ItemOutcome>, SendError> {
+        let mut filtered = self.filter_responses.load(Ordering::Relaxed);
         let (status, text) = loop {
-            let filtered = self.filter_responses.load(Ordering::Relaxed);
             let mut url = self.endpoint("_bulk");
             if filtered {
                 url.query_pairs_mut()
-                    .append_pair("filter_path", filter_path(self.action));
+                    .append_pair("filter_path", FILTER_PATH);
             }
             let request = self
                 .client
@@ -377,15 +377,21 @@ impl Sink for Elasticsearch {
                 .bytes()
                 .await
                 .map_err(|e| SendError::Transient(transport_error(e)))?;
-            if filtered && status.as_u16() == 400 && refuses_filter_path(&text) {
-                // Nothing was written: the request is sent again at once.
-                if self.filter_responses.swap(false, Ordering::Relaxed) {
-                    tracing::warn!(
-                        "{} does not take filter_path; bulk responses are read whole",
-                        self.describe()
-                    );
-                }
+            // A server that does not take the parameter may not say so (a
+            // proxy's bare 400): the same request once more without it tells.
+            // Nothing was written by a request refused whole.
+            if filtered && status.as_u16() == 400 {
+                filtered = false;
                 continue;
+            }
+            if !filtered
+                && status.is_success()
+                && self.filter_responses.swap(false, Ordering::Relaxed)
+            {
+                tracing::warn!(
+                    "{} refused a bulk request with filter_path and took it without; bulk responses are read whole from now on",
+                    self.describe()
+                );
             }
             break (status, text);
         };
@@ -505,6 +511,9 @@ mod tests {
         use ItemOutcome::*;
         let c = EsAction::Create;
         assert_eq!(outcome(c, 201, Some("created"), None), Indexed);
+        assert_eq!(outcome(c, 201, None, None), Indexed);
+        // Dropped by an ingest pipeline: nothing written, whatever the action.
+        assert_eq!(outcome(c, 200, Some("noop"), None), Duplicate);
         assert_eq!(
             outcome(
                 c,
@@ -560,11 +569,6 @@ mod tests {
                 [Indexed, Duplicate, Reject(error)] if error["type"] == "document_parsing_exception"
             ));
         }
-        let refusal = br#"{"error":{"root_cause":[{"type":"illegal_argument_exception","reason":"request [/_bulk] contains unrecognized parameter: [filter_path]"}],"type":"illegal_argument_exception","reason":"request [/_bulk] contains unrecognized parameter: [filter_path]"},"status":400}"#;
-        assert!(refuses_filter_path(refusal));
-        assert!(!refuses_filter_path(
-            br#"{"error":{"type":"illegal_argument_exception","reason":"Malformed action/metadata line [1]"},"status":400}"#
-        ));
     }
 
     #[test]

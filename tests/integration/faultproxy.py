@@ -100,8 +100,8 @@ class FaultProxy:
         self.delay = 0.0
         self.down = False
         self.redirect_bulk = False  # answer bulk requests with a 307 to the upstream
-        # Answer a bulk request that asks for filter_path with the 400 of a server that
-        # does not know the parameter.
+        # Answer a bulk request that asks for filter_path with a bare 400, as a proxy
+        # or a store that does not know the parameter may.
         self.refuse_filter_path = False
         # In front of moto: answer this many visibility extensions with SQS's
         # MessageNotInflight (what a stale receipt handle gets).
@@ -280,10 +280,8 @@ class _Handler(BaseHTTPRequestHandler):
             proxy.count("filtered_bulk_requests", int(filtered))
             if filtered and proxy.refuse_filter_path:
                 proxy.count("refused_filter_path")
-                reason = "request [/_bulk] contains unrecognized parameter: [filter_path]"
-                return self.answer(400, {"Content-Type": "application/json"}, json.dumps(
-                    {"error": {"root_cause": [{"type": "illegal_argument_exception", "reason": reason}],
-                               "type": "illegal_argument_exception", "reason": reason}, "status": 400}).encode())
+                return self.answer(400, {"Content-Type": "text/html"},
+                                   b"<html><body><h1>400 Bad Request</h1></body></html>")
             status, out_headers, content = proxy.bulk(self.command, self.path, headers, body)
             if proxy.delay:
                 time.sleep(proxy.delay)
