@@ -5,10 +5,12 @@ import gzip
 import json
 import os
 import re
+import shutil
 import subprocess
 import time
 import uuid
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -16,7 +18,7 @@ from typing import Any, NamedTuple
 import boto3
 import requests
 
-from servers import AWS_ENV, ROOT
+from servers import AWS_ENV, ROOT, free_port, port_open
 
 FIXTURES = ROOT / "fixtures"
 DRSINK_BIN = Path(os.environ.get("DRSINK_BIN", ROOT / "target" / "release" / "drsink"))
@@ -38,6 +40,26 @@ def wait_for(condition, timeout: float, what: str, every: float = 0.1):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(every)
+
+
+@contextmanager
+def redis_server(workdir: Path, tls: list[str] | None = None):
+    """Debian's redis-server on a free loopback port, without persistence; yields the
+    port. With `tls` (redis-server's --tls-* arguments) that port speaks TLS only."""
+    binary = shutil.which("redis-server")
+    assert binary, "redis-server is missing: scripts/test installs it (Debian package redis-server)"
+    port = free_port()
+    ports = ["--port", "0", "--tls-port", str(port), *tls] if tls else ["--port", str(port)]
+    proc = subprocess.Popen(
+        [binary, *ports, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: port_open(f"redis://127.0.0.1:{port}") or proc.poll() is not None, 10, "redis-server")
+        assert proc.poll() is None, "redis-server did not start"
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 def gz(*members: bytes) -> bytes:

@@ -4,50 +4,21 @@ redis-server, started here on a free port (scripts/test installs it)."""
 from __future__ import annotations
 
 import json
-import shutil
 import signal
-import socket
-import subprocess
 import time
 
 import pytest
 
-from harness import dead_letters, gz, letters_file, ndjson, ok, unique, wait_for
+from harness import dead_letters, gz, letters_file, ndjson, ok, redis_server, unique, wait_for
 from hec_receiver import HecReceiver
 
 TOKEN = "5f3c8e1a-7b2d-4c9e-a1f0-8d6b4e2c9a71"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory):
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is missing: scripts/test installs it (Debian package redis-server)")
-    port = free_port()
-    workdir = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail("redis-server did not start")
-            time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.terminate()
-    proc.wait(timeout=10)
+    with redis_server(tmp_path_factory.mktemp("redis")) as port:
+        yield f"redis://127.0.0.1:{port}/0"
 
 
 @pytest.fixture

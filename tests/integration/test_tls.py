@@ -3,14 +3,12 @@
 search server demands a client certificate from our own CA. And HEC behind a
 certificate of a private CA (`--hec-ca-cert`), and a Redis dedup ledger over TLS
 (`rediss://`)."""
-import shutil
-import socket
 import ssl
 import subprocess
 
 import pytest
 
-from harness import ok, wait_for
+from harness import ok, redis_server
 from hec_receiver import HecReceiver
 from test_metrics import Recorder, put_dual_write
 
@@ -107,48 +105,25 @@ def test_hec_with_a_private_ca(aws, pipeline, pki, run_drsink, hec_args):
         assert aws.queue_depth(pipeline.queue_url) == 0
 
 
-def reachable(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-        return True
-    except OSError:
-        return False
-
-
 def test_a_redis_ledger_over_tls(aws, pipeline, pki, run_drsink, hec_args, tmp_path):
     """ElastiCache with in-transit encryption, or any Redis behind TLS, is `rediss://`: the
     ledger's certificate is checked against the system's CAs (SSL_CERT_FILE names a private
     one). Untrusted, the worker stops at start; trusted, a replay of the same objects finds
     every log_id in the ledger."""
-    binary = shutil.which("redis-server")
-    assert binary, "redis-server is missing: scripts/test installs it (Debian package redis-server)"
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    redis = subprocess.Popen(
-        [binary, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
-         "--tls-cert-file", str(pki / "server.pem"), "--tls-key-file", str(pki / "server.key"),
-         "--tls-ca-cert-file", str(pki / "ca.pem"), "--tls-auth-clients", "no",
-         "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    tls = ["--tls-cert-file", str(pki / "server.pem"), "--tls-key-file", str(pki / "server.key"),
+           "--tls-ca-cert-file", str(pki / "ca.pem"), "--tls-auth-clients", "no"]
     token = "00000000-1111-2222-3333-444444444444"
-    try:
-        wait_for(lambda: reachable(port) or redis.poll() is not None, 10, "redis-server with TLS")
-        assert redis.poll() is None, "redis-server did not start with TLS"
+    with redis_server(tmp_path, tls) as port, HecReceiver(token=token) as hec:
         ledger = ["--dedup-ledger", f"rediss://127.0.0.1:{port}/0"]
-        with HecReceiver(token=token) as hec:
-            records = put_dual_write(aws, pipeline)
-            rc, _, err, _ = run_drsink(*hec_args(pipeline.queue_url, hec, *ledger), env={"DRSINK_HEC_TOKEN": token})
-            assert rc != 0 and "cannot connect to the dedup ledger at rediss://127.0.0.1" in err, err[-2000:]
-            assert hec.counts() == {}
-            env = {"DRSINK_HEC_TOKEN": token, "SSL_CERT_FILE": str(pki / "ca.pem")}
-            first = ok(run_drsink(*hec_args(pipeline.queue_url, hec, *ledger), env=env))
-            assert first["records"] == records and first["indexed"] == 10
-            put_dual_write(aws, pipeline)
-            again = ok(run_drsink(*hec_args(pipeline.queue_url, hec, *ledger), env=env))
-            assert again["indexed"] == 0 and again["duplicates"] == records
-            assert len(hec.counts()) == 10 and set(hec.counts().values()) == {1}
-            assert aws.queue_depth(pipeline.queue_url) == 0
-    finally:
-        redis.terminate()
-        redis.wait(timeout=10)
+        records = put_dual_write(aws, pipeline)
+        rc, _, err, _ = run_drsink(*hec_args(pipeline.queue_url, hec, *ledger), env={"DRSINK_HEC_TOKEN": token})
+        assert rc != 0 and "cannot connect to the dedup ledger at rediss://127.0.0.1" in err, err[-2000:]
+        assert hec.counts() == {}
+        env = {"DRSINK_HEC_TOKEN": token, "SSL_CERT_FILE": str(pki / "ca.pem")}
+        first = ok(run_drsink(*hec_args(pipeline.queue_url, hec, *ledger), env=env))
+        assert first["records"] == records and first["indexed"] == 10
+        put_dual_write(aws, pipeline)
+        again = ok(run_drsink(*hec_args(pipeline.queue_url, hec, *ledger), env=env))
+        assert again["indexed"] == 0 and again["duplicates"] == records
+        assert len(hec.counts()) == 10 and set(hec.counts().values()) == {1}
+        assert aws.queue_depth(pipeline.queue_url) == 0
