@@ -288,7 +288,7 @@ fn classify(action: EsAction, item: &ItemResult<'_>) -> ItemOutcome {
             .and_then(block_reason)
             .is_some_and(blocks_index_writes) =>
         {
-            ItemOutcome::Reject(error.clone().unwrap_or_default())
+            ItemOutcome::Reject(error.unwrap_or_default())
         }
         // Permissions or a missing index (auto-create off) concern every
         // record alike: hold the messages until the cluster is fixed rather
@@ -359,7 +359,8 @@ impl Sink for Elasticsearch {
     }
 
     async fn send(&self, body: Bytes, items: usize) -> Result<Vec<ItemOutcome>, SendError> {
-        let mut filtered = self.filter_responses.load(Ordering::Relaxed);
+        let asked = self.filter_responses.load(Ordering::Relaxed);
+        let mut filtered = asked;
         let (status, text) = loop {
             let mut url = self.endpoint("_bulk");
             if filtered {
@@ -384,17 +385,18 @@ impl Sink for Elasticsearch {
                 filtered = false;
                 continue;
             }
-            if !filtered
-                && status.is_success()
-                && self.filter_responses.swap(false, Ordering::Relaxed)
-            {
-                tracing::warn!(
-                    "{} refused a bulk request with filter_path and took it without; bulk responses are read whole from now on",
-                    self.describe()
-                );
-            }
             break (status, text);
         };
+        if asked
+            && !filtered
+            && status.is_success()
+            && self.filter_responses.swap(false, Ordering::Relaxed)
+        {
+            tracing::warn!(
+                "{} refused a bulk request with filter_path and took it without; bulk responses are read whole from now on",
+                self.describe()
+            );
+        }
         if status.as_u16() == 403 {
             if let Some(reason) = cluster_block(&text) {
                 return Err(SendError::Transient(format!(
