@@ -242,13 +242,9 @@ fn answer_bulk(body: &[u8], query: &str) -> (Vec<u8>, u64, u64) {
         Some(_) => br#"{"items":["#,
     });
     let (mut items, mut duplicates) = (0u64, 0u64);
-    // Action lines only: every other line, found with memchr.
     let mut at = 0;
-    while at < body.len() {
-        let end = memchr::memchr(b'\n', &body[at..]).map_or(body.len(), |n| at + n);
-        let action = &body[at..end];
-        at = memchr::memchr(b'\n', &body[(end + 1).min(body.len())..])
-            .map_or(body.len(), |n| end + 1 + n + 1);
+    while let Some(action) = next_line(body, &mut at) {
+        let _document = next_line(body, &mut at);
         if action.is_empty() {
             continue;
         }
@@ -332,6 +328,14 @@ fn answer_bulk(body: &[u8], query: &str) -> (Vec<u8>, u64, u64) {
     }
     out.push(b'}');
     (out, items, duplicates)
+}
+
+/// The line of `body` at `*at` (found with memchr), moving `*at` past it.
+fn next_line<'a>(body: &'a [u8], at: &mut usize) -> Option<&'a [u8]> {
+    let rest = body.get(*at..).filter(|rest| !rest.is_empty())?;
+    let len = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
+    *at += len + 1;
+    Some(&rest[..len])
 }
 
 /// The fields of one item, comma-separated as they are added.
